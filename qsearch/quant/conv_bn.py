@@ -1,0 +1,110 @@
+"""QAT convolution with batch norm folded into the quantized weight.
+
+The convolution always runs on the quantized folded weight
+`Q_w(W * gamma / sqrt(running_var + eps))`. In training its result is
+divided back by that per-channel factor and the real batch norm runs on
+batch statistics, so the statistics stay those of the float network. In
+eval the folded bias `Q_b((b - running_mean) * gamma / sqrt(running_var + eps) + beta)`
+is added instead, which is exactly what integer hardware computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from qsearch.quant.layers import _QATMixin
+
+
+class _ConvBnNd(_QATMixin):
+    bn: nn.modules.batchnorm._BatchNorm
+    weight: nn.Parameter
+
+    def _init_bn(
+        self,
+        bn_class: type[nn.modules.batchnorm._BatchNorm],
+        eps: float,
+        momentum: float | None,
+        qconfig: Any,
+        quantize_output: bool,
+    ) -> None:
+        self.bn = bn_class(self.out_channels, eps=eps, momentum=momentum)
+        # The folded bias always exists, even when the convolution has none.
+        self._init_quantizers(qconfig, quantize_output, has_bias=True)
+
+    def _fold_factor(self) -> torch.Tensor:
+        # gamma / sqrt(running_var + eps), one value per output channel.
+        return self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+
+    def _channel_shape(self) -> list[int]:
+        # (1, C, 1) for Conv1d and (1, C, 1, 1) for Conv2d: broadcast over the output.
+        return [1, -1] + [1] * (self.weight.dim() - 2)
+
+    def folded_weight(self) -> torch.Tensor:
+        factor = self._fold_factor()
+        return self.weight * factor.reshape([-1] + [1] * (self.weight.dim() - 1))
+
+    def folded_bias(self) -> torch.Tensor:
+        bias = self.bias if self.bias is not None else torch.zeros_like(self.bn.running_mean)
+        return (bias - self.bn.running_mean) * self._fold_factor() + self.bn.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        factor = self._fold_factor()
+        weight = self.weight_fake_quant(self.folded_weight())
+
+        if self.training:
+            out = self._conv_forward(x, weight, None)
+            out = out / factor.reshape(self._channel_shape())
+            if self.bias is not None:
+                out = out + self.bias.reshape(self._channel_shape())
+            out = self.bn(out)
+        else:
+            bias = self.bias_fake_quant(self.folded_bias())
+            out = self._conv_forward(x, weight, bias)
+        return self._finish(out)
+
+
+class ConvBn1d(_ConvBnNd, nn.Conv1d):
+    """QAT `nn.Conv1d` followed by `nn.BatchNorm1d`, folded; the batch norm is `.bn`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        qconfig: Any = None,
+        quantize_output: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        nn.Conv1d.__init__(self, *args, **kwargs)
+        self._init_bn(nn.BatchNorm1d, eps, momentum, qconfig, quantize_output)
+
+
+class ConvBn2d(_ConvBnNd, nn.Conv2d):
+    """QAT `nn.Conv2d` followed by `nn.BatchNorm2d`, folded; the batch norm is `.bn`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        qconfig: Any = None,
+        quantize_output: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._init_bn(nn.BatchNorm2d, eps, momentum, qconfig, quantize_output)
+
+
+class ConvBnReLU1d(ConvBn1d):
+    """`ConvBn1d` followed by ReLU, then the activation quantizer."""
+
+    _relu = True
+
+
+class ConvBnReLU2d(ConvBn2d):
+    """`ConvBn2d` followed by ReLU, then the activation quantizer."""
+
+    _relu = True
