@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m qsearch.demo
+	$(BIN)/qsearch run studies/digits_quick.yaml --storage sqlite:///qsearch.db
 
 test: install
 	$(BIN)/ruff check .

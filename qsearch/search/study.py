@@ -1,0 +1,232 @@
+"""Create or resume a study and run its trials: the Python entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from qsearch.data import DatasetSplits, load_dataset
+from qsearch.models import build_model
+from qsearch.search.datasets import as_splits
+from qsearch.search.objective import ModelFactory, Objective, cost_metrics, training_config
+from qsearch.search.results import StudyResult, counted_trials, study_result
+from qsearch.search.samplers import make_pruner, make_sampler
+from qsearch.search.spec import StudySpec, load_spec
+from qsearch.storage import DEFAULT_STORAGE, open_optuna_storage
+from qsearch.training import NonFiniteError, evaluate, train
+
+logger = logging.getLogger(__name__)
+
+SPEC_ATTR = "spec"
+FINGERPRINT_ATTR = "spec_fingerprint"
+BASELINE_ATTR = "baseline"
+DATA_ATTR = "data"
+DATA_ROOT_ENV = "QSEARCH_DATA_ROOT"
+
+# Called after each finished trial with (counted trials, budget, study).
+ProgressCallback = Callable[[int, int | None, optuna.Study], None]
+
+
+class StudyConflictError(ValueError):
+    """Raised when a study name is taken by a study with a different spec."""
+
+
+def builtin_model_factory(spec: StudySpec) -> ModelFactory:
+    """A factory that builds the spec's built-in model with its parameters."""
+
+    def factory(input_shape: tuple[int, ...], num_classes: int, qconfig: Any) -> nn.Module:
+        return build_model(
+            spec.model.name,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            qconfig=qconfig,
+            params=spec.model.params,
+        )
+
+    return factory
+
+
+def load_splits(spec: StudySpec, data_root: str | os.PathLike | None = None) -> DatasetSplits:
+    """Load the spec's dataset; paths resolve under `data_root` or $QSEARCH_DATA_ROOT."""
+    root = data_root or os.environ.get(DATA_ROOT_ENV) or Path.cwd()
+    return load_dataset(
+        spec.dataset.name,
+        seed=spec.seed,
+        data_root=root,
+        path=spec.dataset.path,
+        **spec.dataset.options,
+    )
+
+
+def open_study(
+    spec: StudySpec,
+    storage: str | None = None,
+    *,
+    optuna_storage: optuna.storages.BaseStorage | None = None,
+) -> optuna.Study:
+    """Create the spec's study, or load it if a study with the same spec exists.
+
+    Raises StudyConflictError when the name belongs to a different spec.
+    Budgets (n_trials, timeout) are not part of the comparison, so a
+    study can be resumed with a larger budget. `optuna_storage` replaces
+    the storage opened from the URL (workers pass one with heartbeats).
+    """
+    storage_url = storage or DEFAULT_STORAGE
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=optuna_storage or open_optuna_storage(storage_url),
+        directions=spec.directions(),
+        sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
+        load_if_exists=True,
+    )
+    fingerprint = spec.fingerprint()
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        logger.info("created study %s in %s", spec.name, storage_url)
+    elif stored != fingerprint:
+        raise StudyConflictError(
+            f"study {spec.name!r} already exists in {storage_url} with a different spec; "
+            "give the new spec another name, or delete the old study first."
+        )
+    else:
+        # Keep the latest budget, so readers see what the study runs to.
+        study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
+        logger.info("resuming study %s: %d trials counted", spec.name, counted_trials(study))
+    return study
+
+
+def record_data(study: optuna.Study, splits: DatasetSplits) -> None:
+    """Store the dataset's shapes and sizes with the study, for export and display."""
+    data = {
+        "input_shape": list(splits.input_shape),
+        "num_classes": splits.num_classes,
+        "n_train": len(splits.x_train),
+        "n_val": len(splits.x_val),
+        "n_test": len(splits.x_test) if splits.x_test is not None else 0,
+    }
+    if study.user_attrs.get(DATA_ATTR) != data:
+        study.set_user_attr(DATA_ATTR, data)
+
+
+def ensure_baseline(
+    study: optuna.Study, spec: StudySpec, splits: DatasetSplits, model_factory: ModelFactory
+) -> dict[str, Any]:
+    """Train the float baseline once per study and store it with the study."""
+    baseline = study.user_attrs.get(BASELINE_ATTR)
+    if baseline is not None:
+        return baseline
+
+    logger.info("training the float baseline of study %s", spec.name)
+    torch.manual_seed(spec.seed)
+    model = model_factory(splits.input_shape, splits.num_classes, None)
+    started = time.perf_counter()
+    try:
+        history = train(
+            model,
+            splits.x_train,
+            splits.y_train,
+            splits.x_val,
+            splits.y_val,
+            training_config(spec, {}),
+            seed=spec.seed,
+        )
+    except NonFiniteError as error:
+        # The trials may still train: quantization bounds every activation.
+        logger.warning("float baseline of study %s failed: %s", spec.name, error)
+        failed = {"error": str(error)}
+        study.set_user_attr(BASELINE_ATTR, failed)
+        return failed
+    baseline = {
+        "val_accuracy": history[-1].val_accuracy,
+        "curve": [epoch.val_accuracy for epoch in history],
+        "train_seconds": time.perf_counter() - started,
+        **cost_metrics(model, splits.input_shape),
+    }
+    if splits.x_test is not None and splits.y_test is not None:
+        baseline["test_accuracy"] = evaluate(model, splits.x_test, splits.y_test)
+    study.set_user_attr(BASELINE_ATTR, baseline)
+    logger.info(
+        "float baseline of study %s: validation accuracy %.4f", spec.name, baseline["val_accuracy"]
+    )
+    return baseline
+
+
+def _grid_exhausted(study: optuna.Study) -> bool:
+    sampler = study.sampler
+    return isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+
+
+def run_study(
+    spec_or_path: StudySpec | Mapping[str, Any] | str | os.PathLike,
+    storage: str | None = None,
+    *,
+    n_trials: int | None = None,
+    model_factory: ModelFactory | None = None,
+    dataset: Any = None,
+    data_root: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> StudyResult:
+    """Run a study to its budget and return its trials, Pareto front and best trial.
+
+    `storage` is a SQLAlchemy URL (default: the SQLite file qsearch.db in
+    the working directory). Trials already in the storage count against
+    the budget, so running the same spec again resumes. `n_trials`
+    overrides the spec's budget. `model_factory(input_shape, num_classes,
+    qconfig)` and `dataset` (a DatasetSplits, a mapping of tensors, or
+    torch Datasets) replace the built-in model and dataset.
+    """
+    spec = load_spec(spec_or_path)
+    storage_url = storage or DEFAULT_STORAGE
+    budget = n_trials if n_trials is not None else spec.n_trials
+    if budget is not None and budget < 1:
+        raise ValueError(f"n_trials must be at least 1, but got {budget}.")
+
+    splits = as_splits(dataset) if dataset is not None else load_splits(spec, data_root)
+    factory = model_factory or builtin_model_factory(spec)
+    study = open_study(spec, storage_url)
+    study.set_user_attr(
+        DATA_ATTR,
+        {
+            "input_shape": list(splits.input_shape),
+            "num_classes": splits.num_classes,
+            "n_train": len(splits.x_train),
+            "n_val": len(splits.x_val),
+            "n_test": len(splits.x_test) if splits.x_test is not None else 0,
+        },
+    )
+    baseline = ensure_baseline(study, spec, splits, factory)
+    objective = Objective(
+        spec,
+        splits,
+        factory,
+        storage_url,
+        baseline_accuracy=baseline.get("val_accuracy"),
+        should_stop=should_stop,
+    )
+
+    deadline = time.monotonic() + spec.timeout if spec.timeout else None
+    while True:
+        done = counted_trials(study)
+        if budget is not None and done >= budget:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            logger.info("study %s reached its timeout of %s s", spec.name, spec.timeout)
+            break
+        if _grid_exhausted(study) or (should_stop is not None and should_stop()):
+            break
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        if progress is not None:
+            progress(counted_trials(study), budget, study)
+    return study_result(study)

@@ -1,0 +1,57 @@
+"""Open the database behind a study: Optuna's RDB storage on a SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sqlite:///qsearch.db"
+# Seconds a SQLite connection waits for another writer before it gives up.
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def _is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def engine_kwargs(url: str) -> dict:
+    """SQLAlchemy engine options that suit the database behind `url`."""
+    if _is_sqlite(url):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    # pool_pre_ping drops connections that the server closed while idle.
+    return {"pool_pre_ping": True}
+
+
+def _enable_sqlite_wal(engine: Engine) -> None:
+    # WAL lets readers (the dashboard, the API) run while a worker writes.
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.close()
+
+
+@functools.lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """Return one shared engine per URL for qsearch's own tables."""
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    if _is_sqlite(url):
+        _enable_sqlite_wal(engine)
+    return engine
+
+
+def open_optuna_storage(url: str | None = None) -> optuna.storages.RDBStorage:
+    """Open (and create on first use) Optuna's RDB storage at `url`."""
+    url = url or DEFAULT_STORAGE
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    if _is_sqlite(url):
+        _enable_sqlite_wal(storage.engine)
+    logger.debug("opened storage %s", url)
+    return storage
