@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -113,6 +114,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     budget = args.n_trials if args.n_trials is not None else spec.n_trials
     bar = ProgressBar(budget, spec, disable=args.no_progress)
+    interrupt = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        # The first Ctrl-C stops the running trial at the next batch, so its
+        # failure is recorded cleanly; a second one interrupts at once.
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+        interrupt.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         result = run_study(
             spec,
@@ -120,6 +132,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             n_trials=args.n_trials,
             data_root=args.data_root,
             progress=bar.update,
+            interrupt=interrupt,
         )
     except KeyboardInterrupt:
         bar.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteError(RuntimeError):
     """Raised when the training loss or an accuracy becomes NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised between two batches once the interrupt event is set."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ def train(
     *,
     seed: int = 0,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    interrupt: threading.Event | None = None,
 ) -> list[EpochResult]:
     """Train `model` and evaluate it on the validation split after every epoch.
 
@@ -101,6 +107,8 @@ def train(
     reproducible on the CPU once the caller has seeded torch for the model
     weights and the quantization-noise masks. `on_epoch` is called after
     each epoch and may raise to stop training (pruning, cancellation).
+    `interrupt` is checked before every batch, so Ctrl-C or a worker
+    shutdown stops within one batch; TrainingInterrupted is raised then.
     Raises NonFiniteError when the loss or the accuracy stops being finite.
     """
     device = resolve_device(config.device)
@@ -115,6 +123,8 @@ def train(
         order = torch.randperm(len(x_train), generator=generator)
         loss_sum = 0.0
         for start in range(0, len(order), config.batch_size):
+            if interrupt is not None and interrupt.is_set():
+                raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}")
             index = order[start : start + config.batch_size]
             if len(index) < 2 and len(order) > 1:
                 continue  # batch norm cannot train on a single sample

@@ -100,7 +100,13 @@ def quantizer_bits(fake_quant: nn.Module | None) -> int | None:
     quant_min = getattr(fake_quant, "quant_min", None)
     quant_max = getattr(fake_quant, "quant_max", None)
     if isinstance(quant_min, int) and isinstance(quant_max, int):
-        return math.ceil(math.log2(quant_max - quant_min + 1))
+        bits = math.ceil(math.log2(quant_max - quant_min + 1))
+        # With reduce_range (PyTorch's fbgemm and x86 activations) the observer
+        # uses one bit less than the 8-bit dtype that stores the tensor.
+        observer = getattr(fake_quant, "activation_post_process", None)
+        if getattr(observer, "reduce_range", False):
+            bits += 1
+        return bits
     return None
 
 

@@ -123,7 +123,10 @@ class PowerOf2Quantization(nn.Module):
             # log2 is an integer exactly when the mantissa is 0.5.
             exponent = exponent - (mantissa == 0.5).to(exponent.dtype)
         else:
-            exponent = exponent - (mantissa < math.sqrt(0.5)).to(exponent.dtype)
+            # Compare in float64: the float32 nearest to sqrt(0.5) lies below it,
+            # so a float32 comparison would round that one mantissa up.
+            below_midpoint = mantissa.double() < math.sqrt(0.5)
+            exponent = exponent - below_midpoint.to(exponent.dtype)
         exponent = exponent.clamp_(self.min_exponent, self.max_exponent)
 
         out = torch.ldexp(torch.sign(x), exponent)

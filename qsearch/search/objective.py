@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,13 @@ from qsearch.data import DatasetSplits
 from qsearch.quant import model_cost, qconfig_from_target
 from qsearch.search.samplers import CONSTRAINTS_ATTR, constraint_limits
 from qsearch.storage import save_state_dict
-from qsearch.training import NonFiniteError, TrainingConfig, evaluate, train
+from qsearch.training import (
+    NonFiniteError,
+    TrainingConfig,
+    TrainingInterrupted,
+    evaluate,
+    train,
+)
 
 if TYPE_CHECKING:
     from qsearch.search.spec import StudySpec
@@ -98,6 +105,7 @@ class Objective:
         *,
         baseline_accuracy: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        interrupt: threading.Event | None = None,
     ) -> None:
         self.spec = spec
         self.splits = splits
@@ -105,6 +113,7 @@ class Objective:
         self.storage_url = storage_url
         self.baseline_accuracy = baseline_accuracy
         self.should_stop = should_stop
+        self.interrupt = interrupt
         self.single_objective = len(spec.objectives) == 1
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
@@ -112,7 +121,7 @@ class Objective:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, TrainingInterrupted):
             trial.set_user_attr("fail_reason", "interrupted")
             raise
         except TrialStopped:
@@ -175,6 +184,7 @@ class Objective:
             config,
             seed=seed,
             on_epoch=on_epoch,
+            interrupt=self.interrupt,
         )
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["val_accuracy"] = curve[-1]

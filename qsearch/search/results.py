@@ -170,18 +170,23 @@ def study_result(study: optuna.Study) -> StudyResult:
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Finished trials that count against the budget.
+def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """True if a finished trial counts against the budget.
 
-    A trial failed by an interruption (Ctrl-C) or a worker crash does not
-    count, so a rerun trains a replacement.
+    COMPLETE and PRUNED trials count, and so does a FAIL with a recorded
+    reason. A trial failed by an interruption (Ctrl-C, a worker shutdown)
+    or by the heartbeat after its worker crashed (no reason recorded) does
+    not count, so a rerun trains a replacement.
     """
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES):
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") in (
-            None,
-            "interrupted",
-        ):
-            continue
-        count += 1
-    return count
+    if trial.state not in FINISHED_STATES:
+        return False
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get("fail_reason") not in (None, "interrupted")
+    return True
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Finished trials that count against the budget (see `is_counted`)."""
+    return sum(
+        is_counted(trial) for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    )

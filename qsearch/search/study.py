@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from qsearch.search.results import StudyResult, counted_trials, study_result
 from qsearch.search.samplers import make_pruner, make_sampler
 from qsearch.search.spec import StudySpec, load_spec
 from qsearch.storage import DEFAULT_STORAGE, open_optuna_storage
-from qsearch.training import NonFiniteError, evaluate, train
+from qsearch.training import NonFiniteError, TrainingInterrupted, evaluate, train
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,16 @@ def record_data(study: optuna.Study, splits: DatasetSplits) -> None:
 
 
 def ensure_baseline(
-    study: optuna.Study, spec: StudySpec, splits: DatasetSplits, model_factory: ModelFactory
+    study: optuna.Study,
+    spec: StudySpec,
+    splits: DatasetSplits,
+    model_factory: ModelFactory,
+    interrupt: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Train the float baseline once per study and store it with the study."""
+    """Train the float baseline once per study and store it with the study.
+
+    An interrupt during its training raises KeyboardInterrupt and stores nothing.
+    """
     baseline = study.user_attrs.get(BASELINE_ATTR)
     if baseline is not None:
         return baseline
@@ -140,7 +148,10 @@ def ensure_baseline(
             splits.y_val,
             training_config(spec, {}),
             seed=spec.seed,
+            interrupt=interrupt,
         )
+    except TrainingInterrupted as error:
+        raise KeyboardInterrupt from error
     except NonFiniteError as error:
         # The trials may still train: quantization bounds every activation.
         logger.warning("float baseline of study %s failed: %s", spec.name, error)
@@ -177,6 +188,7 @@ def run_study(
     data_root: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    interrupt: threading.Event | None = None,
 ) -> StudyResult:
     """Run a study to its budget and return its trials, Pareto front and best trial.
 
@@ -185,7 +197,9 @@ def run_study(
     the budget, so running the same spec again resumes. `n_trials`
     overrides the spec's budget. `model_factory(input_shape, num_classes,
     qconfig)` and `dataset` (a DatasetSplits, a mapping of tensors, or
-    torch Datasets) replace the built-in model and dataset.
+    torch Datasets) replace the built-in model and dataset. Setting
+    `interrupt` stops the running trial within one batch, records it as
+    failed with the reason "interrupted" and raises KeyboardInterrupt.
     """
     spec = load_spec(spec_or_path)
     storage_url = storage or DEFAULT_STORAGE
@@ -206,7 +220,7 @@ def run_study(
             "n_test": len(splits.x_test) if splits.x_test is not None else 0,
         },
     )
-    baseline = ensure_baseline(study, spec, splits, factory)
+    baseline = ensure_baseline(study, spec, splits, factory, interrupt)
     objective = Objective(
         spec,
         splits,
@@ -214,6 +228,7 @@ def run_study(
         storage_url,
         baseline_accuracy=baseline.get("val_accuracy"),
         should_stop=should_stop,
+        interrupt=interrupt,
     )
 
     deadline = time.monotonic() + spec.timeout if spec.timeout else None
@@ -227,6 +242,8 @@ def run_study(
         if _grid_exhausted(study) or (should_stop is not None and should_stop()):
             break
         study.optimize(objective, n_trials=1, catch=(Exception,))
+        if interrupt is not None and interrupt.is_set():
+            raise KeyboardInterrupt
         if progress is not None:
             progress(counted_trials(study), budget, study)
     return study_result(study)

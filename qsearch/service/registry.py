@@ -66,6 +66,10 @@ class StudyStateError(ValueError):
     """Raised when an action does not fit the study's status (cancel a finished study)."""
 
 
+class StudyLimitError(ValueError):
+    """Raised when a new study would exceed the number of queued and running studies allowed."""
+
+
 @dataclass(frozen=True)
 class StudyRow:
     """One registered study."""
@@ -119,7 +123,7 @@ def _transaction(url: str) -> Iterator[sa.Connection]:
     try:
         with get_engine(url).begin() as connection:
             yield connection
-    except (StudyExistsError, StudyNotFoundError, StudyStateError):
+    except (StudyExistsError, StudyLimitError, StudyNotFoundError, StudyStateError):
         raise
     except SQLAlchemyError as error:
         raise StorageUnavailableError(
@@ -128,24 +132,57 @@ def _transaction(url: str) -> Iterator[sa.Connection]:
 
 
 def submit_study(
-    url: str, name: str, spec: dict[str, Any], fingerprint: str, n_trials: int | None
+    url: str,
+    name: str,
+    spec: dict[str, Any],
+    fingerprint: str,
+    n_trials: int | None,
+    *,
+    max_active: int | None = None,
 ) -> tuple[StudyRow, bool]:
     """Queue a study; return (row, created). The same spec again returns the existing row.
 
-    Raises StudyExistsError when the name holds a different spec.
+    Raises StudyExistsError when the name holds a different spec or budget,
+    and StudyLimitError when `max_active` studies are already queued or running.
     """
+    try:
+        return _submit_once(url, name, spec, fingerprint, n_trials, max_active)
+    except StorageUnavailableError as error:
+        # Two submissions of one new name both find it free, and the second
+        # INSERT fails on the primary key; the retry then finds the first row.
+        if not isinstance(error.__cause__, IntegrityError):
+            raise
+        logger.debug("study %s was submitted concurrently: %s", name, error)
+        return _submit_once(url, name, spec, fingerprint, n_trials, max_active)
+
+
+def _submit_once(
+    url: str,
+    name: str,
+    spec: dict[str, Any],
+    fingerprint: str,
+    n_trials: int | None,
+    max_active: int | None,
+) -> tuple[StudyRow, bool]:
     now = _now()
     with _transaction(url) as connection:
         existing = connection.execute(
             sa.select(studies_table).where(studies_table.c.name == name)
         ).first()
         if existing is not None:
-            if existing.fingerprint != fingerprint:
+            if existing.fingerprint != fingerprint or existing.n_trials != n_trials:
                 raise StudyExistsError(
                     f"study {name!r} already exists with a different spec; choose another "
                     "name or delete the existing study first."
                 )
             return _row(existing), False
+        if max_active is not None:
+            active = connection.execute(_count_active_query()).scalar_one()
+            if active >= max_active:
+                raise StudyLimitError(
+                    f"the server runs at most {max_active} queued or running studies, and "
+                    f"{active} are active; wait for one to finish or cancel one."
+                )
         connection.execute(
             sa.insert(studies_table).values(
                 name=name,
@@ -190,13 +227,24 @@ def list_studies(
     return [_row(row) for row in rows], count
 
 
+def _count_active_query() -> sa.Select[Any]:
+    return (
+        sa.select(sa.func.count())
+        .select_from(studies_table)
+        .where(studies_table.c.status.in_(ACTIVE_STATUSES))
+    )
+
+
 def count_active(url: str) -> int:
+    """Return the number of queued and running studies."""
     with _transaction(url) as connection:
-        return connection.execute(
-            sa.select(sa.func.count())
-            .select_from(studies_table)
-            .where(studies_table.c.status.in_(ACTIVE_STATUSES))
-        ).scalar_one()
+        return connection.execute(_count_active_query()).scalar_one()
+
+
+def ping(url: str) -> None:
+    """Run one trivial query; raise StorageUnavailableError if the database does not answer."""
+    with _transaction(url) as connection:
+        connection.execute(sa.select(studies_table.c.name).limit(1)).all()
 
 
 def next_runnable_study(url: str, only: str | None = None) -> str | None:
@@ -245,6 +293,28 @@ def release_trial_slot(url: str, name: str) -> None:
             .where(table.c.claimed > 0)
             .values(claimed=table.c.claimed - 1, updated_at=_now())
         )
+
+
+def reset_trial_slots(
+    url: str, name: str, claimed: int, *, seen_claimed: int, seen_updated_at: dt.datetime
+) -> bool:
+    """Set a study's claimed slots to `claimed` if its row is unchanged since it was read.
+
+    Workers use it to return slots that no trial holds (their worker died
+    between claiming the slot and creating the trial). The row must still
+    show `seen_claimed` and `seen_updated_at`, so a slot claimed or
+    released in the meantime makes it return False and change nothing.
+    """
+    table = studies_table
+    with _transaction(url) as connection:
+        result = connection.execute(
+            sa.update(table)
+            .where(table.c.name == name)
+            .where(table.c.claimed == seen_claimed)
+            .where(table.c.updated_at == seen_updated_at)
+            .values(claimed=claimed, updated_at=_now())
+        )
+    return result.rowcount == 1
 
 
 def set_status(

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import torch
 
 from qsearch.storage.engine import get_engine
+from qsearch.storage.locks import create_schema
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +27,15 @@ trial_weights = sa.Table(
 )
 
 
+# URLs whose weights table this process has created or found.
+_tables_ready: set[str] = set()
+
+
 def _ensure_table(url: str) -> sa.Engine:
     engine = get_engine(url)
-    _metadata.create_all(engine, checkfirst=True)
+    if url not in _tables_ready:
+        create_schema(url, lambda: _metadata.create_all(engine, checkfirst=True))
+        _tables_ready.add(url)
     return engine
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import Engine
+
+from qsearch.storage.locks import create_schema
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +50,23 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
-def open_optuna_storage(url: str | None = None) -> optuna.storages.RDBStorage:
-    """Open (and create on first use) Optuna's RDB storage at `url`."""
+def open_optuna_storage(
+    url: str | None = None, **storage_options: Any
+) -> optuna.storages.RDBStorage:
+    """Open (and create on first use) Optuna's RDB storage at `url`.
+
+    `storage_options` go to RDBStorage (heartbeat_interval, grace_period,
+    heartbeat_stale_trial_callback). The tables are created under a lock,
+    so many processes can open an empty database at once.
+    """
     url = url or DEFAULT_STORAGE
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+    if _is_sqlite(url):
+        # WAL mode stays with the database file, so set it before Optuna's
+        # engine (which lacks the connect hook until below) first writes.
+        with get_engine(url).connect():
+            pass
+    options = {"engine_kwargs": engine_kwargs(url), **storage_options}
+    storage = create_schema(url, lambda: optuna.storages.RDBStorage(url, **options))
     if _is_sqlite(url):
         _enable_sqlite_wal(storage.engine)
     logger.debug("opened storage %s", url)

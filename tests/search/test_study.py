@@ -11,8 +11,8 @@ from qsearch.quant import get_qat_qconfig
 from qsearch.search import StudyConflictError, run_study
 from qsearch.search.export import export_trial, load_exported_trial
 from qsearch.search.results import dominates
-from qsearch.search.study import load_splits
 from qsearch.search.spec import load_spec
+from qsearch.search.study import load_splits
 from qsearch.training import evaluate
 
 
@@ -26,8 +26,17 @@ def test_run_study_records_every_metric(spec, storage):
     assert len(result.trials) == 4
     for trial in result.trials:
         assert trial.state == "COMPLETE"
-        for key in ("val_accuracy", "test_accuracy", "weight_memory_bits", "weight_memory_bytes",
-                    "bitops", "macs", "parameters", "train_seconds", "accuracy_drop"):
+        for key in (
+            "val_accuracy",
+            "test_accuracy",
+            "weight_memory_bits",
+            "weight_memory_bytes",
+            "bitops",
+            "macs",
+            "parameters",
+            "train_seconds",
+            "accuracy_drop",
+        ):
             assert key in trial.metrics, key
         assert len(trial.curve) == 2
         assert trial.metrics["weight_memory_bytes"] == trial.metrics["weight_memory_bits"] / 8
@@ -44,7 +53,8 @@ def test_run_study_pareto_front_non_dominated(spec, storage):
         for other in result.trials:
             assert not dominates(_signed(other), _signed(trial))
     assert result.best_trial.metrics["val_accuracy"] == max(
-        t.metrics["val_accuracy"] for t in result.trials)
+        t.metrics["val_accuracy"] for t in result.trials
+    )
 
 
 def test_run_study_reproducible(spec, tmp_path):
@@ -53,7 +63,8 @@ def test_run_study_reproducible(spec, tmp_path):
 
     assert [t.params for t in first.trials] == [t.params for t in second.trials]
     assert [t.metrics["val_accuracy"] for t in first.trials] == [
-        t.metrics["val_accuracy"] for t in second.trials]
+        t.metrics["val_accuracy"] for t in second.trials
+    ]
     assert [t.curve for t in first.trials] == [t.curve for t in second.trials]
 
 
@@ -72,7 +83,7 @@ def test_run_study_conflicting_spec_rejected(spec, storage):
     run_study(spec, storage=storage)
     spec["training"]["epochs"] = 3
 
-    with pytest.raises(StudyConflictError, match="already exists .* with a different spec"):
+    with pytest.raises(StudyConflictError, match=r"already exists .* with a different spec"):
         run_study(spec, storage=storage)
 
 
@@ -121,8 +132,11 @@ class _NaNModel(nn.Module):
 
 def test_run_study_nan_loss_fails_trial(spec, storage):
     spec["n_trials"] = 1
-    result = run_study(spec, storage=storage,
-                       model_factory=lambda shape, classes, qconfig: _NaNModel(shape, classes))
+    result = run_study(
+        spec,
+        storage=storage,
+        model_factory=lambda shape, classes, qconfig: _NaNModel(shape, classes),
+    )
 
     trial = result.trials[0]
     assert trial.state == "FAIL"
@@ -139,8 +153,13 @@ def test_run_study_user_dataset_and_model(spec, storage):
     def factory(input_shape, num_classes, qconfig):
         from qsearch.models import build_model
 
-        return build_model("mlp", input_shape=input_shape, num_classes=num_classes,
-                           qconfig=qconfig, params={"hidden": [8]})
+        return build_model(
+            "mlp",
+            input_shape=input_shape,
+            num_classes=num_classes,
+            qconfig=qconfig,
+            params={"hidden": [8]},
+        )
 
     spec["n_trials"] = 1
     spec["search_space"].update({"bw_w": 8, "bw_f": 8, "power_of_2": False})
@@ -157,10 +176,13 @@ def test_run_study_user_dataset_and_model(spec, storage):
 
 def test_grid_sampler_exhausts_space(spec, storage):
     spec["sampler"] = {"name": "grid"}
-    spec["search_space"].update({
-        "bw_w": {"type": "categorical", "choices": [4, 8]},
-        "bw_f": 8, "power_of_2": False,
-    })
+    spec["search_space"].update(
+        {
+            "bw_w": {"type": "categorical", "choices": [4, 8]},
+            "bw_f": 8,
+            "power_of_2": False,
+        }
+    )
     spec["n_trials"] = 5
     result = run_study(spec, storage=storage)
 
@@ -186,7 +208,8 @@ def test_export_round_trip(spec, storage, tmp_path):
 
     exported = load_exported_trial(out)
     assert exported.qconfig_block["_target_"] == (
-        "hannah.models.factory.qconfig.get_trax_qat_qconfig")
+        "hannah.models.factory.qconfig.get_trax_qat_qconfig"
+    )
     assert exported.qconfig_block["config"]["bw_w"] == result.trials[0].params["bw_w"]
     splits = load_splits(load_spec(spec))
     accuracy = evaluate(exported.model, splits.x_val, splits.y_val)
@@ -197,15 +220,14 @@ def test_export_unknown_trial(spec, storage, tmp_path):
     spec["n_trials"] = 1
     run_study(spec, storage=storage)
 
-    with pytest.raises(LookupError, match="study 'tiny' has no trial 7; its trials are 0..0"):
+    with pytest.raises(LookupError, match=r"study 'tiny' has no trial 7; its trials are 0\.\.0"):
         export_trial("tiny", 7, tmp_path / "export", storage=storage)
 
 
 @pytest.mark.slow
 def test_digits_cnn_8bit_reaches_97_percent(spec, storage):
     spec["model"]["params"] = {}
-    spec["search_space"] = {"bw_w": 8, "bw_f": 8, "bw_b": 8, "power_of_2": False,
-                            "noise_prob": 1.0}
+    spec["search_space"] = {"bw_w": 8, "bw_f": 8, "bw_b": 8, "power_of_2": False, "noise_prob": 1.0}
     spec["training"] = {"epochs": 15, "batch_size": 64, "lr": 0.005}
     spec["n_trials"] = 1
     result = run_study(spec, storage=storage)
@@ -217,6 +239,12 @@ def test_qconfig_of_trial_matches_params(spec, storage):
     spec["n_trials"] = 1
     result = run_study(spec, storage=storage)
     params = result.trials[0].params
-    qconfig = get_qat_qconfig({"bw_w": params["bw_w"], "bw_f": params["bw_f"], "bw_b": 8,
-                               "power_of_2": params["power_of_2"]})
+    qconfig = get_qat_qconfig(
+        {
+            "bw_w": params["bw_w"],
+            "bw_f": params["bw_f"],
+            "bw_b": 8,
+            "power_of_2": params["power_of_2"],
+        }
+    )
     assert qconfig.weight.bits == params["bw_w"]
