@@ -19,6 +19,8 @@ METRIC_ATTRS = (
     "weight_memory_bytes",
     "bitops",
     "macs",
+    "weights",
+    "biases",
     "parameters",
     "train_seconds",
 )
