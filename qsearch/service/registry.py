@@ -148,8 +148,8 @@ def submit_study(
     try:
         return _submit_once(url, name, spec, fingerprint, n_trials, max_active)
     except StorageUnavailableError as error:
-        # Two submissions of one new name both find it free, and the second
-        # INSERT fails on the primary key; the retry then finds the first row.
+        # Two submissions of one new name can both find it free. The second
+        # INSERT then fails on the primary key, and the retry finds the first row.
         if not isinstance(error.__cause__, IntegrityError):
             raise
         logger.debug("study %s was submitted concurrently: %s", name, error)
@@ -242,7 +242,7 @@ def count_active(url: str) -> int:
 
 
 def ping(url: str) -> None:
-    """Run one trivial query; raise StorageUnavailableError if the database does not answer."""
+    """Run one trivial query; raise StorageUnavailableError if the database does not respond."""
     with _transaction(url) as connection:
         connection.execute(sa.select(studies_table.c.name).limit(1)).all()
 

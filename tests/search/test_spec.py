@@ -70,7 +70,7 @@ def test_study_digits_quick_settings():
     spec = load_spec(str(STUDIES / "digits_quick.yaml"))
     assert spec.sampler.name == "nsga2"
     assert spec.sampler.population_size == 8
-    assert spec.n_trials == 16
+    assert spec.n_trials == 24
     assert (spec.training.epochs, spec.training.batch_size) == (8, 64)
     assert (spec.training.optimizer, spec.training.lr) == ("adam", 0.005)
     expected = {**DEFAULT_SPACE, "bw_b": {"type": "fixed", "value": 8}}
