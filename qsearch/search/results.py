@@ -125,11 +125,34 @@ def pareto_front(
         if t.trained and t.values is not None and all(math.isfinite(v) for v in t.values.values())
     ]
     signed = {t.number: _signed(t.values, objectives, directions) for t in candidates}
+    if len(objectives) == 2:
+        keep = _front_of_two(signed)
+        return [t for t in candidates if t.number in keep]
     return [
         t
         for t in candidates
         if not any(dominates(signed[o.number], signed[t.number]) for o in candidates)
     ]
+
+
+def _front_of_two(signed: dict[int, list[float]]) -> set[int]:
+    # Sweep in order of the first objective, so a study of thousands of
+    # trials needs O(n log n) instead of comparing every pair.
+    order = sorted(signed, key=lambda number: (signed[number][0], signed[number][1]))
+    keep: set[int] = set()
+    best_second = math.inf  # over points with a strictly smaller first value
+    index = 0
+    while index < len(order):
+        first = signed[order[index]][0]
+        group = []
+        while index < len(order) and signed[order[index]][0] == first:
+            group.append(order[index])
+            index += 1
+        lowest = signed[group[0]][1]
+        if lowest < best_second:
+            keep.update(number for number in group if signed[number][1] == lowest)
+        best_second = min(best_second, lowest)
+    return keep
 
 
 def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:

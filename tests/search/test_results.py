@@ -47,3 +47,34 @@ def test_best_trial_prefers_smaller_memory_on_tie():
 
 def test_best_trial_none_without_trained():
     assert best_trial([_trial(0, 0.0, 10, feasible=False)]) is None
+
+
+def test_pareto_front_two_objectives_matches_pairwise():
+    import random
+
+    rng = random.Random(0)
+    trials = [
+        _trial(n, rng.choice([0.8, 0.85, 0.9, 0.95]), rng.choice([100, 200, 300, 400]))
+        for n in range(200)
+    ]
+    expected = [
+        t.number
+        for t in trials
+        if not any(dominates(_signed_pair(o), _signed_pair(t)) for o in trials)
+    ]
+    front = pareto_front(trials, OBJECTIVES, DIRECTIONS)
+    assert [t.number for t in front] == expected
+
+
+def test_pareto_front_three_objectives():
+    trials = [
+        TrialRecord(0, "COMPLETE", {}, {"accuracy": 0.9, "weight_memory": 100, "bitops": 5}, {}),
+        TrialRecord(1, "COMPLETE", {}, {"accuracy": 0.9, "weight_memory": 100, "bitops": 4}, {}),
+        TrialRecord(2, "COMPLETE", {}, {"accuracy": 0.8, "weight_memory": 50, "bitops": 9}, {}),
+    ]
+    front = pareto_front(trials, [*OBJECTIVES, "bitops"], [*DIRECTIONS, "minimize"])
+    assert [t.number for t in front] == [1, 2]
+
+
+def _signed_pair(trial):
+    return [-trial.values["accuracy"], trial.values["weight_memory"]]
