@@ -76,6 +76,9 @@ def evaluate(
     """Return the accuracy of `model` in eval mode (fully quantized for QAT models)."""
     was_training = model.training
     model.eval()
+    # PyTorch's QAT fake quantizers keep updating their observers in eval
+    # mode; freeze them so evaluation neither changes the model nor varies.
+    model.apply(torch.ao.quantization.disable_observer)
     device = next(model.parameters()).device
     correct = 0
     try:
@@ -85,6 +88,7 @@ def evaluate(
                 raise NonFiniteError("the model produced NaN or infinite logits in evaluation")
             correct += int((logits.argmax(1).cpu() == y[start : start + batch_size]).sum())
     finally:
+        model.apply(torch.ao.quantization.enable_observer)
         model.train(was_training)
     return correct / len(x)
 

@@ -42,17 +42,22 @@ class _ConvBnNd(_QATMixin):
         # (1, C, 1) for Conv1d and (1, C, 1, 1) for Conv2d: broadcast over the output.
         return [1, -1] + [1] * (self.weight.dim() - 2)
 
-    def folded_weight(self) -> torch.Tensor:
-        factor = self._fold_factor()
+    def folded_weight(self, factor: torch.Tensor | None = None) -> torch.Tensor:
+        """Return W * gamma / sqrt(running_var + eps); `factor` reuses one already computed."""
+        if factor is None:
+            factor = self._fold_factor()
         return self.weight * factor.reshape([-1] + [1] * (self.weight.dim() - 1))
 
-    def folded_bias(self) -> torch.Tensor:
+    def folded_bias(self, factor: torch.Tensor | None = None) -> torch.Tensor:
+        """Return (b - running_mean) * gamma / sqrt(running_var + eps) + beta."""
+        if factor is None:
+            factor = self._fold_factor()
         bias = self.bias if self.bias is not None else torch.zeros_like(self.bn.running_mean)
-        return (bias - self.bn.running_mean) * self._fold_factor() + self.bn.bias
+        return (bias - self.bn.running_mean) * factor + self.bn.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = self._fold_factor()
-        weight = self.weight_fake_quant(self.folded_weight())
+        weight = self.weight_fake_quant(self.folded_weight(factor))
 
         if self.training:
             out = self._conv_forward(x, weight, None)
@@ -61,7 +66,7 @@ class _ConvBnNd(_QATMixin):
                 out = out + self.bias.reshape(self._channel_shape())
             out = self.bn(out)
         else:
-            bias = self.bias_fake_quant(self.folded_bias())
+            bias = self.bias_fake_quant(self.folded_bias(factor))
             out = self._conv_forward(x, weight, bias)
         return self._finish(out)
 
