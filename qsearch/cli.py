@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=int, required=True, help="trial number")
     export.add_argument("--out", required=True, help="output folder")
     _add_storage(export)
+
+    delete = commands.add_parser("delete", help="delete a study, its trials and their weights")
+    delete.add_argument("name", help="study name")
+    _add_storage(delete)
 
     dashboard = commands.add_parser("dashboard", help="start optuna-dashboard on the storage")
     _add_storage(dashboard)
@@ -111,8 +116,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from qsearch.search import run_study
     from qsearch.search.spec import load_spec
 
-    spec = load_spec(args.spec)
+    path = Path(args.spec)
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "not found"
+        raise ValueError(f"study spec file '{path}' {problem}; give a .yaml or .json file.")
+    spec = load_spec(path)
     budget = args.n_trials if args.n_trials is not None else spec.n_trials
+    if budget is not None and budget < 1:
+        raise ValueError(f"--n-trials must be at least 1, but got {budget}.")
     bar = ProgressBar(budget, spec, disable=args.no_progress)
     interrupt = threading.Event()
 
@@ -143,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return 130
     bar.close()
-    print_study(result)
+    print_study(result, budget=budget)
     return 0
 
 
@@ -182,6 +193,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_delete(args: argparse.Namespace) -> int:
+    from qsearch.search.study import delete_study
+
+    delete_study(args.name, args.storage)
+    print(f"deleted study {args.name}")
+    return 0
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
@@ -196,6 +215,7 @@ COMMANDS = {
     "run": _cmd_run,
     "show": _cmd_show,
     "export": _cmd_export,
+    "delete": _cmd_delete,
     "dashboard": _cmd_dashboard,
     "serve": _cmd_serve,
     "worker": _cmd_worker,
@@ -211,14 +231,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         import optuna
 
-        # Optuna logs every trial at INFO, which would break the progress bar.
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Optuna logs every trial at INFO and every failed trial with its
+        # traceback at WARNING; the result table shows both, with reasons.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
     # SIGTERM stops like Ctrl-C, so the running trial is recorded as failed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, LookupError) as error:
+    except (ValueError, LookupError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (SQLAlchemyError, ModuleNotFoundError) as error:
+        # A bad storage URL, an unreachable server or a missing driver.
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: cannot use the storage: {first_line}", file=sys.stderr)
         return 2
 
 

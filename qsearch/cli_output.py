@@ -8,7 +8,12 @@ import optuna
 from tqdm import tqdm
 
 from qsearch.search.objective import format_bytes
-from qsearch.search.results import StudyResult, TrialRecord, counted_trials, study_result
+from qsearch.search.results import (
+    StudyResult,
+    TrialRecord,
+    counts_toward_budget,
+    study_result,
+)
 
 
 class ProgressBar:
@@ -21,6 +26,11 @@ class ProgressBar:
         self.started = False
 
     def update(self, done: int, total: int | None, study: optuna.Study) -> None:
+        if not self.started:
+            # A resumed study starts part-way; the rate and the time left
+            # count only the trials of this run.
+            self.bar.initial = done
+            self.started = True
         self.bar.n = done
         best = study_result(study).best_trial
         if best is not None:
@@ -64,12 +74,14 @@ def format_table(trials: list[TrialRecord]) -> str:
     return "\n".join(lines)
 
 
-def print_study(result: StudyResult, all_trials: bool = False) -> None:
-    done = sum(1 for t in result.trials if t.state in ("COMPLETE", "PRUNED", "FAIL"))
-    print(
-        f"\nStudy {result.name}: {done} trials finished"
-        + (f" of {result.n_trials}" if result.n_trials else "")
-    )
+def print_study(result: StudyResult, all_trials: bool = False, budget: int | None = None) -> None:
+    budget = budget if budget is not None else result.n_trials
+    done = sum(1 for t in result.trials if counts_toward_budget(t))
+    uncounted = sum(1 for t in result.trials if t.state == "FAIL" and not counts_toward_budget(t))
+    line = f"\nStudy {result.name}: {done} trials done" + (f" of {budget}" if budget else "")
+    if uncounted:
+        line += f" ({uncounted} interrupted, cancelled or lost trials not counted)"
+    print(line)
     if result.baseline and "error" in result.baseline:
         print(f"Float baseline failed: {result.baseline['error']}")
     elif result.baseline:
@@ -94,4 +106,4 @@ def print_study(result: StudyResult, all_trials: bool = False) -> None:
         )
 
 
-__all__ = ["ProgressBar", "counted_trials", "format_table", "print_study"]
+__all__ = ["ProgressBar", "format_table", "print_study"]

@@ -48,7 +48,7 @@ def test_cli_run_prints_pareto_front(tmp_path):
     result = _run(["run", str(spec), "--no-progress"], cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert "Study cli_tiny: 3 trials finished of 3" in result.stdout
+    assert "Study cli_tiny: 3 trials done of 3" in result.stdout
     assert "Pareto front over accuracy (maximize), weight_memory (minimize):" in result.stdout
     assert "Best trial: " in result.stdout
     # The default storage is qsearch.db in the working directory.
@@ -193,3 +193,33 @@ def test_cli_dashboard_serves_study(tmp_path):
     assert body is not None, "the dashboard did not answer within 60 s"
     names = [study["study_name"] for study in body["study_summaries"]]
     assert names == ["cli_tiny"]
+
+
+def test_cli_missing_spec_file(tmp_path):
+    result = _run(["run", "studies/digits_quik"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: study spec file 'studies/digits_quik' not found; give a .yaml or .json file."
+    )
+
+
+def test_cli_bad_storage_url(tmp_path):
+    spec = _write_spec(tmp_path, n_trials=1)
+    result = _run(["run", str(spec), "--storage", "notaurl", "--no-progress"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot use the storage: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_delete_study(tmp_path):
+    spec = _write_spec(tmp_path, n_trials=1)
+    assert _run(["run", str(spec), "--no-progress"], cwd=tmp_path).returncode == 0
+    result = _run(["delete", "cli_tiny"], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "deleted study cli_tiny"
+    again = _run(["delete", "cli_tiny"], cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip() == "error: study 'cli_tiny' not found in sqlite:///qsearch.db"

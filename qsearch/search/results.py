@@ -210,8 +210,29 @@ def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
     return True
 
 
+# Fail reasons of trials that do not count against the budget. A trial
+# failed by the heartbeat after a worker crash has no reason at all.
+UNCOUNTED_FAIL_REASONS = (None, "interrupted", "cancelled")
+
+
 def counted_trials(study: optuna.Study) -> int:
-    """Finished trials that count against the budget (see `is_counted`)."""
-    return sum(
-        is_counted(trial) for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES)
-    )
+    """Finished trials that count against the budget.
+
+    A trial failed by an interruption (Ctrl-C), a cancellation or a worker
+    crash does not count, so a rerun trains a replacement.
+    """
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES):
+        if trial.state == TrialState.FAIL and (
+            trial.user_attrs.get("fail_reason") in UNCOUNTED_FAIL_REASONS
+        ):
+            continue
+        count += 1
+    return count
+
+
+def counts_toward_budget(trial: TrialRecord) -> bool:
+    """True for a finished trial that uses up one trial of the budget."""
+    if trial.state in ("COMPLETE", "PRUNED"):
+        return True
+    return trial.state == "FAIL" and trial.fail_reason not in UNCOUNTED_FAIL_REASONS

@@ -26,20 +26,21 @@ def constraints_func(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
     return values
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """Build the sampler the spec names, seeded with the spec's seed."""
+def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
+    """Build the sampler the spec names, seeded with `seed` (default: the spec's seed)."""
     sampler = spec.sampler
+    seed = spec.seed if seed is None else seed
     has_constraints = bool(constraint_limits(spec))
     constraints = {"constraints_func": constraints_func} if has_constraints else {}
 
     if sampler.name == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed, **sampler.options(), **constraints)
+        return optuna.samplers.TPESampler(seed=seed, **sampler.options(), **constraints)
     if sampler.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed, **sampler.options(), **constraints)
+        return optuna.samplers.NSGAIISampler(seed=seed, **sampler.options(), **constraints)
     if sampler.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if sampler.name == "grid":
-        return optuna.samplers.GridSampler(spec.grid_search_space(), seed=spec.seed)
+        return optuna.samplers.GridSampler(spec.grid_search_space(), seed=seed)
     raise ValueError(f"unknown sampler {sampler.name!r}")
 
 

@@ -22,7 +22,14 @@ from qsearch.search.results import StudyResult, counted_trials, study_result
 from qsearch.search.samplers import make_pruner, make_sampler
 from qsearch.search.spec import StudySpec, load_spec
 from qsearch.storage import DEFAULT_STORAGE, open_optuna_storage
-from qsearch.training import NonFiniteError, TrainingInterrupted, evaluate, train
+from qsearch.storage.artifacts import delete_study_weights
+from qsearch.training import (
+    NonFiniteError,
+    TrainingInterrupted,
+    evaluate,
+    resolve_device,
+    train,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,39 +79,104 @@ def open_study(
     storage: str | None = None,
     *,
     optuna_storage: optuna.storages.BaseStorage | None = None,
+    sampler_seed: int | None = None,
 ) -> optuna.Study:
     """Create the spec's study, or load it if a study with the same spec exists.
 
-    Raises StudyConflictError when the name belongs to a different spec.
+    Raises StudyConflictError when the name belongs to a different spec
+    that already has trials; a study without trials takes the new spec.
     Budgets (n_trials, timeout) are not part of the comparison, so a
     study can be resumed with a larger budget. `optuna_storage` replaces
     the storage opened from the URL (workers pass one with heartbeats).
+
+    The sampler is seeded with `sampler_seed`, by default the spec's seed
+    plus the number of trials already stored. A fresh study therefore
+    samples reproducibly, and a resumed one does not repeat the
+    configurations of its first run.
     """
     storage_url = storage or DEFAULT_STORAGE
     study = optuna.create_study(
         study_name=spec.name,
         storage=optuna_storage or open_optuna_storage(storage_url),
         directions=spec.directions(),
-        sampler=make_sampler(spec),
+        sampler=make_sampler(spec, sampler_seed),
         pruner=make_pruner(spec),
         load_if_exists=True,
     )
+    n_existing = len(study.get_trials(deepcopy=False))
+    if sampler_seed is None and n_existing:
+        study.sampler = make_sampler(spec, spec.seed + n_existing)
+
     fingerprint = spec.fingerprint()
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
-    if stored is None:
-        study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
+    if stored is not None and stored != fingerprint and n_existing:
+        changed = _changed_fields(study.user_attrs.get(SPEC_ATTR, {}), spec.to_json_dict())
+        raise StudyConflictError(
+            f"study {spec.name!r} already exists in {storage_url} with a different spec "
+            f"(changed: {', '.join(changed) or 'search space'}); give the new spec another "
+            f"name, or delete the old study first with: qsearch delete {spec.name}"
+        )
+    if stored != fingerprint:
+        if stored is not None:
+            # Nothing was trained under the old spec, so nothing is lost.
+            logger.info("study %s has no trials; replacing its spec", spec.name)
+            study.set_user_attr(BASELINE_ATTR, None)
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         logger.info("created study %s in %s", spec.name, storage_url)
-    elif stored != fingerprint:
-        raise StudyConflictError(
-            f"study {spec.name!r} already exists in {storage_url} with a different spec; "
-            "give the new spec another name, or delete the old study first."
-        )
     else:
-        # Keep the latest budget, so readers see what the study runs to.
-        study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
         logger.info("resuming study %s: %d trials counted", spec.name, counted_trials(study))
+    # Keep the latest budget, so readers see what the study runs to.
+    study.set_user_attr(SPEC_ATTR, spec.to_json_dict())
     return study
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    ignored = ("n_trials", "timeout")
+    keys = sorted(set(old) | set(new))
+    return [key for key in keys if key not in ignored and old.get(key) != new.get(key)]
+
+
+def check_model(factory: ModelFactory, splits: DatasetSplits, spec: StudySpec) -> None:
+    """Build the float model on the meta device and run one sample through it.
+
+    This catches bad model parameters, a model that does not fit the
+    dataset's input shape and a factory that returns no module, before a
+    study is created, and without allocating the weights.
+    """
+    resolve_device(spec.training.device)
+    try:
+        with torch.device("meta"):
+            model = factory(splits.input_shape, splits.num_classes, None)
+            if not isinstance(model, nn.Module):
+                raise ValueError(
+                    f"the model factory returned {type(model).__name__}; it must return a "
+                    "torch.nn.Module"
+                )
+            model(torch.zeros(2, *splits.input_shape))
+    except ValueError:
+        raise
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"model {spec.model.name!r} cannot run on inputs of shape "
+            f"{tuple(splits.input_shape)}: {error}"
+        ) from error
+
+
+def delete_study(name: str, storage: str | None = None) -> None:
+    """Delete a study, its trials and their stored weights.
+
+    Raises LookupError when no study has that name. For a study that the
+    HTTP service runs, use its DELETE endpoint, which also removes the
+    study from the service's registry.
+    """
+    storage_url = storage or DEFAULT_STORAGE
+    optuna_storage = open_optuna_storage(storage_url)
+    try:
+        optuna.delete_study(study_name=name, storage=optuna_storage)
+    except KeyError:
+        raise LookupError(f"study {name!r} not found in {storage_url}") from None
+    delete_study_weights(storage_url, name)
+    logger.info("deleted study %s from %s", name, storage_url)
 
 
 def record_data(study: optuna.Study, splits: DatasetSplits) -> None:
@@ -209,17 +281,9 @@ def run_study(
 
     splits = as_splits(dataset) if dataset is not None else load_splits(spec, data_root)
     factory = model_factory or builtin_model_factory(spec)
+    check_model(factory, splits, spec)
     study = open_study(spec, storage_url)
-    study.set_user_attr(
-        DATA_ATTR,
-        {
-            "input_shape": list(splits.input_shape),
-            "num_classes": splits.num_classes,
-            "n_train": len(splits.x_train),
-            "n_val": len(splits.x_val),
-            "n_test": len(splits.x_test) if splits.x_test is not None else 0,
-        },
-    )
+    record_data(study, splits)
     baseline = ensure_baseline(study, spec, splits, factory, interrupt)
     objective = Objective(
         spec,
@@ -232,6 +296,8 @@ def run_study(
     )
 
     deadline = time.monotonic() + spec.timeout if spec.timeout else None
+    if progress is not None:
+        progress(counted_trials(study), budget, study)
     while True:
         done = counted_trials(study)
         if budget is not None and done >= budget:

@@ -83,8 +83,53 @@ def test_run_study_conflicting_spec_rejected(spec, storage):
     run_study(spec, storage=storage)
     spec["training"]["epochs"] = 3
 
-    with pytest.raises(StudyConflictError, match=r"already exists .* with a different spec"):
+    with pytest.raises(StudyConflictError) as error:
         run_study(spec, storage=storage)
+    assert str(error.value) == (
+        f"study 'tiny' already exists in {storage} with a different spec (changed: training); "
+        "give the new spec another name, or delete the old study first with: "
+        "qsearch delete tiny"
+    )
+
+
+def test_run_study_resume_samples_new_params(spec, storage):
+    spec["n_trials"] = 3
+    first = run_study(spec, storage=storage)
+    resumed = run_study(spec, storage=storage, n_trials=6)
+
+    old = [t.params for t in first.trials]
+    new = [t.params for t in resumed.trials[3:]]
+    assert len(new) == 3
+    for params in new:
+        assert params not in old
+
+
+def test_run_study_failed_setup_keeps_name_free(spec, storage):
+    spec["model"]["params"] = {"channels": [4]}
+    with pytest.raises(ValueError, match="digits_cnn parameter 'channels'"):
+        run_study(spec, storage=storage)
+    with pytest.raises(KeyError):
+        optuna.load_study(study_name="tiny", storage=storage)
+
+    spec["model"]["params"] = {"channels": [4, 8]}
+    spec["n_trials"] = 1
+    assert len(run_study(spec, storage=storage).trials) == 1
+
+
+def test_empty_study_takes_new_spec(spec, storage):
+    from qsearch.search.study import open_study
+
+    open_study(load_spec(spec), storage)
+    spec["training"]["epochs"] = 1
+    spec["n_trials"] = 1
+    result = run_study(spec, storage=storage)
+
+    assert len(result.trials[0].curve) == 1
+
+
+def test_model_factory_returning_none_rejected(spec, storage):
+    with pytest.raises(ValueError, match="the model factory returned NoneType"):
+        run_study(spec, storage=storage, model_factory=lambda shape, classes, qconfig: None)
 
 
 def test_run_study_infeasible_not_trained(spec, storage):
