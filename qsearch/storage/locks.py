@@ -68,8 +68,8 @@ def _postgresql_lock(
     with _lock_engine(url).connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")
         # A session-level advisory lock: the server drops it when the
-        # holder's connection closes, so a worker killed while holding it
-        # never blocks the others.
+        # holder's connection closes. A killed worker's socket closes at
+        # once, but a lost machine's only when TCP keepalive gives up.
         while not connection.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar():
             _wait(interrupt, poll_interval_s)
         try:

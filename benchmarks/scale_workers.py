@@ -1,0 +1,205 @@
+"""Trials per minute of the quick digits study with 1 and 2 worker processes.
+
+For each storage (PostgreSQL, SQLite) and worker count, the benchmark
+creates a fresh database, creates studies/digits_quick.yaml in it and
+trains its float baseline (not timed), starts N `qsearch worker`
+processes with one torch thread each (OMP_NUM_THREADS=1), and registers
+the study once every worker is polling, so that all of them start
+together. Throughput is the number of trials divided by the time from
+the first trial's start to the last trial's completion, taken from the
+trials' own timestamps: process start-up is not timed. Each
+configuration runs --rounds times, alternating with the others, and the
+best run counts, because other processes on a shared machine slow some runs.
+
+    .venv/bin/python benchmarks/scale_workers.py [--n-trials 16] [--rounds 2] [--workers 1 2]
+
+PostgreSQL: a temporary database on the server that --postgres-admin
+(a libpq connection string) reaches, dropped afterwards.
+Target: 2 workers reach at least 1.8 times the throughput of 1 worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from qsearch.search.spec import load_spec
+from qsearch.search.study import builtin_model_factory, ensure_baseline, load_splits, open_study
+from qsearch.service import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "studies" / "digits_quick.yaml"
+TARGET_SPEED_UP = 1.8
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "QSEARCH_POLL_INTERVAL": "0.1"}
+
+
+@contextlib.contextmanager
+def postgres_database(admin: str) -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+
+    name = f"qsearch_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        user, host, port = connection.info.user, connection.info.host, connection.info.port
+    try:
+        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextlib.contextmanager
+def sqlite_database() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as folder:
+        yield f"sqlite:///{folder}/qsearch.db"
+
+
+def prepare_study(url: str, n_trials: int) -> tuple[str, dict]:
+    """Create the study with its float baseline; return its name and registry spec."""
+    spec = load_spec(SPEC).model_copy(update={"n_trials": n_trials})
+    splits = load_splits(spec)
+    study = open_study(spec, url)
+    ensure_baseline(study, spec, splits, builtin_model_factory(spec))
+    return spec.name, spec.to_json_dict()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run: trials per minute, and the median training time of a trial in seconds."""
+
+    trials_per_min: float
+    train_s: float
+
+
+def run_workers(url: str, n_workers: int, n_trials: int, log_dir: Path) -> Run:
+    """Run the study with `n_workers` worker processes and measure it."""
+    name, spec_json = prepare_study(url, n_trials)
+    registry.create_tables(url)
+    logs = [log_dir / f"worker-{n_workers}-{index}.log" for index in range(n_workers)]
+    workers = []
+    for log in logs:
+        with log.open("wb") as handle:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "qsearch.cli", "worker", "--storage", url],
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **WORKER_ENV},
+                )
+            )
+    try:
+        while not all("started on" in log.read_text() for log in logs):
+            time.sleep(0.1)
+        spec = load_spec(spec_json)
+        registry.submit_study(url, name, spec_json, spec.fingerprint(), n_trials)
+        while registry.get_study(url, name).status != registry.COMPLETED:
+            if any(worker.poll() is not None for worker in workers):
+                raise RuntimeError(f"a worker exited early; see the logs in {log_dir}")
+            time.sleep(0.2)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=60)
+
+    trials = optuna.load_study(study_name=name, storage=url).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,)
+    )
+    if len(trials) != n_trials:
+        raise RuntimeError(f"expected {n_trials} complete trials, found {len(trials)}")
+    started = min(trial.datetime_start for trial in trials)
+    completed = max(trial.datetime_complete for trial in trials)
+    train_s = statistics.median(trial.user_attrs["train_seconds"] for trial in trials)
+    return Run(n_trials / ((completed - started).total_seconds() / 60), train_s)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-trials", type=int, default=16, help="trials per run (default: 16)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default: 1 2)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs of each configuration; the best counts"
+    )
+    parser.add_argument(
+        "--backends", nargs="+", default=["postgresql", "sqlite"], choices=["postgresql", "sqlite"]
+    )
+    parser.add_argument(
+        "--postgres-admin",
+        default="host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+        help="libpq connection string of an administrative PostgreSQL database; the "
+        "benchmark creates its own database on that server and drops it afterwards",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"{cores} cores, {args.n_trials} trials per run, best of {args.rounds} rounds")
+    # Rounds alternate the configurations, so a burst of load from other
+    # processes slows one run of each, and the best run of each is kept.
+    best: dict[tuple[str, int], Run] = {}
+    # (backend, workers) -> speed-up of each round against that round's first worker count.
+    speed_ups: dict[tuple[str, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as log_dir:
+        for round_index in range(args.rounds):
+            for backend in args.backends:
+                reference = None
+                for n_workers in args.workers:
+                    database = (
+                        postgres_database(args.postgres_admin)
+                        if backend == "postgresql"
+                        else sqlite_database()
+                    )
+                    load = os.getloadavg()[0]
+                    with database as url:
+                        run = run_workers(url, n_workers, args.n_trials, Path(log_dir))
+                    print(
+                        f"round {round_index + 1}: {backend}, {n_workers} workers: "
+                        f"{run.trials_per_min:.1f} trials/min, median training "
+                        f"{run.train_s:.2f} s per trial, load average {load:.2f} before",
+                        flush=True,
+                    )
+                    key = (backend, n_workers)
+                    if key not in best or run.trials_per_min > best[key].trials_per_min:
+                        best[key] = run
+                    reference = reference or run.trials_per_min
+                    speed_ups.setdefault(key, []).append(run.trials_per_min / reference)
+
+    print()
+    print(
+        "| storage | workers | best trials/min | speed-up of the best runs "
+        "| speed-up per round | median training s/trial |"
+    )
+    print("|---|---:|---:|---:|---|---:|")
+    for backend in args.backends:
+        reference = best[(backend, args.workers[0])].trials_per_min
+        for n_workers in args.workers:
+            run = best[(backend, n_workers)]
+            rounds = ", ".join(f"{value:.2f}" for value in speed_ups[(backend, n_workers)])
+            print(
+                f"| {backend} | {n_workers} | {run.trials_per_min:.1f} | "
+                f"{run.trials_per_min / reference:.2f} | {rounds} | {run.train_s:.2f} |"
+            )
+    print(f"target speed-up of {args.workers[-1]} workers: {TARGET_SPEED_UP}")
+
+
+if __name__ == "__main__":
+    main()
