@@ -363,7 +363,16 @@ class Worker:
         # One worker at a time creates the study and trains its float
         # baseline; the others wait and then find the baseline stored.
         with database_lock(self.url, f"study/{name}", interrupt=self.stop_event):
-            study = open_study(spec, self.url, optuna_storage=self._storage)
+            # Workers sharing a study must not share a sampler seed, or they
+            # would sample the same configurations; the process id tells them
+            # apart. Parallel trials are not reproducible in any case.
+            n_stored = _count_stored_trials(self._storage, name)
+            study = open_study(
+                spec,
+                self.url,
+                optuna_storage=self._storage,
+                sampler_seed=(spec.seed + n_stored + 7919 * os.getpid()) % 2**32,
+            )
             record_data(study, splits)
             baseline = ensure_baseline(study, spec, splits, factory, self.stop_event)
         objective = Objective(
@@ -609,3 +618,11 @@ def worker_command(args: argparse.Namespace) -> int:
         exit_when_idle=args.exit_when_idle,
         verbose=verbose,
     )
+
+
+def _count_stored_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))

@@ -62,6 +62,9 @@ def _assert_exact_budget(url: str, name: str, n_trials: int) -> dict[str, list[F
     row = registry.get_study(url, name)
     assert row.status == registry.COMPLETED
     assert row.claimed == n_trials
+    # Workers sharing a study sample from differently seeded samplers.
+    configurations = [tuple(sorted(t.params.items())) for t in trials["COMPLETE"]]
+    assert len(set(configurations)) == len(configurations)
     return trials
 
 
