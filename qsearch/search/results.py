@@ -78,6 +78,9 @@ class StudyResult:
 
 def trial_record(trial: optuna.trial.FrozenTrial, objectives: Sequence[str]) -> TrialRecord:
     attrs = trial.user_attrs
+    # Metrics live in one "metrics" mapping; trials written by older
+    # versions hold them as separate attributes.
+    merged = {**attrs, **attrs.get("metrics", {})}
     values = None
     if trial.values is not None:
         values = dict(zip(objectives, trial.values, strict=False))
@@ -86,7 +89,7 @@ def trial_record(trial: optuna.trial.FrozenTrial, objectives: Sequence[str]) -> 
         state=trial.state.name,
         params=dict(trial.params),
         values=values,
-        metrics={key: attrs[key] for key in METRIC_ATTRS if key in attrs},
+        metrics={key: merged[key] for key in METRIC_ATTRS if key in merged},
         curve=list(attrs.get("curve", [])),
         feasible="infeasible_reason" not in attrs,
         infeasible_reason=attrs.get("infeasible_reason"),

@@ -38,6 +38,11 @@ def _enable_sqlite_wal(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        # In WAL mode, NORMAL syncs at checkpoints instead of every commit.
+        # The database stays consistent after a crash; a power cut may lose
+        # the last commits. A trial writes about 30 small rows, and a full
+        # sync each took about 2 ms here.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
 
@@ -69,5 +74,7 @@ def open_optuna_storage(
     storage = create_schema(url, lambda: optuna.storages.RDBStorage(url, **options))
     if _is_sqlite(url):
         _enable_sqlite_wal(storage.engine)
+        # Drop the connections opened before the hook existed.
+        storage.engine.dispose()
     logger.debug("opened storage %s", url)
     return storage
