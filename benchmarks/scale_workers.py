@@ -36,6 +36,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from qsearch.search.results import trial_record
 from qsearch.search.spec import load_spec
 from qsearch.search.study import builtin_model_factory, ensure_baseline, load_splits, open_study
 from qsearch.service import registry
@@ -125,7 +126,9 @@ def run_workers(url: str, n_workers: int, n_trials: int, log_dir: Path) -> Run:
         raise RuntimeError(f"expected {n_trials} complete trials, found {len(trials)}")
     started = min(trial.datetime_start for trial in trials)
     completed = max(trial.datetime_complete for trial in trials)
-    train_s = statistics.median(trial.user_attrs["train_seconds"] for trial in trials)
+    train_s = statistics.median(
+        trial_record(trial, spec.objectives).metrics["train_seconds"] for trial in trials
+    )
     return Run(n_trials / ((completed - started).total_seconds() / 60), train_s)
 
 
