@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import secrets
 import statistics
@@ -40,6 +41,7 @@ from qsearch.search.results import trial_record
 from qsearch.search.spec import load_spec
 from qsearch.search.study import builtin_model_factory, ensure_baseline, load_splits, open_study
 from qsearch.service import registry
+from qsearch.service.worker import WORKER_ATTR
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "studies" / "digits_quick.yaml"
@@ -82,10 +84,17 @@ def prepare_study(url: str, n_trials: int) -> tuple[str, dict]:
 
 @dataclass(frozen=True)
 class Run:
-    """One run: trials per minute, and the median training time of a trial in seconds."""
+    """One run's throughput and where a trial's time went, as medians over its trials.
+
+    `outside_train_s` is a trial's time outside `train` (sampling, storage
+    writes, test evaluation, saving the weights), and `gap_s` the time
+    from a worker's trial completion to the start of its next trial.
+    """
 
     trials_per_min: float
     train_s: float
+    outside_train_s: float
+    gap_s: float
 
 
 def run_workers(url: str, n_workers: int, n_trials: int, log_dir: Path) -> Run:
@@ -126,10 +135,22 @@ def run_workers(url: str, n_workers: int, n_trials: int, log_dir: Path) -> Run:
         raise RuntimeError(f"expected {n_trials} complete trials, found {len(trials)}")
     started = min(trial.datetime_start for trial in trials)
     completed = max(trial.datetime_complete for trial in trials)
-    train_s = statistics.median(
-        trial_record(trial, spec.objectives).metrics["train_seconds"] for trial in trials
+    durations = {t.number: (t.datetime_complete - t.datetime_start).total_seconds() for t in trials}
+    train = {t.number: trial_record(t, spec.objectives).metrics["train_seconds"] for t in trials}
+    by_worker: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.datetime_start):
+        by_worker.setdefault(trial.user_attrs[WORKER_ATTR], []).append(trial)
+    gaps = [
+        (later.datetime_start - earlier.datetime_complete).total_seconds()
+        for runs in by_worker.values()
+        for earlier, later in itertools.pairwise(runs)
+    ]
+    return Run(
+        trials_per_min=n_trials / ((completed - started).total_seconds() / 60),
+        train_s=statistics.median(train.values()),
+        outside_train_s=statistics.median(durations[n] - train[n] for n in durations),
+        gap_s=statistics.median(gaps) if gaps else 0.0,
     )
-    return Run(n_trials / ((completed - started).total_seconds() / 60), train_s)
 
 
 def main() -> None:
@@ -177,7 +198,10 @@ def main() -> None:
                     print(
                         f"round {round_index + 1}: {backend}, {n_workers} workers: "
                         f"{run.trials_per_min:.1f} trials/min, median training "
-                        f"{run.train_s:.2f} s per trial, load average {load:.2f} before",
+                        f"{run.train_s:.2f} s and outside training "
+                        f"{run.outside_train_s * 1000:.0f} ms per trial, "
+                        f"{run.gap_s * 1000:.0f} ms between trials, "
+                        f"load average {load:.2f} before",
                         flush=True,
                     )
                     key = (backend, n_workers)
@@ -189,9 +213,10 @@ def main() -> None:
     print()
     print(
         "| storage | workers | best trials/min | speed-up of the best runs "
-        "| speed-up per round | median training s/trial |"
+        "| speed-up per round | training s/trial | outside training ms/trial "
+        "| ms between trials |"
     )
-    print("|---|---:|---:|---:|---|---:|")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     for backend in args.backends:
         reference = best[(backend, args.workers[0])].trials_per_min
         for n_workers in args.workers:
@@ -199,7 +224,8 @@ def main() -> None:
             rounds = ", ".join(f"{value:.2f}" for value in speed_ups[(backend, n_workers)])
             print(
                 f"| {backend} | {n_workers} | {run.trials_per_min:.1f} | "
-                f"{run.trials_per_min / reference:.2f} | {rounds} | {run.train_s:.2f} |"
+                f"{run.trials_per_min / reference:.2f} | {rounds} | {run.train_s:.2f} | "
+                f"{run.outside_train_s * 1000:.0f} | {run.gap_s * 1000:.0f} |"
             )
     print(f"target speed-up of {args.workers[-1]} workers: {TARGET_SPEED_UP}")
 
