@@ -237,6 +237,8 @@ class StudyRecovery:
         # A worker between its claim and Optuna's ask also shows a gap, but
         # only for milliseconds, and every claim changes updated_at. A gap
         # on the same row for a whole grace period has lost its worker.
+        # NOTE: a worker paused for longer than the grace period inside that
+        # window would still create its trial, one more than n_trials.
         seen = self._slot_gap_since.get(row.name)
         if seen is None or seen[:2] != (row.claimed, row.updated_at):
             self._slot_gap_since[row.name] = (row.claimed, row.updated_at, time.monotonic())
