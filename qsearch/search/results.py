@@ -198,40 +198,30 @@ def study_result(study: optuna.Study) -> StudyResult:
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
-    """True if a finished trial counts against the budget.
-
-    COMPLETE and PRUNED trials count, and so does a FAIL with a recorded
-    reason. A trial failed by an interruption (Ctrl-C, a worker shutdown)
-    or by the heartbeat after its worker crashed (no reason recorded) does
-    not count, so a rerun trains a replacement.
-    """
-    if trial.state not in FINISHED_STATES:
-        return False
-    if trial.state == TrialState.FAIL:
-        return trial.user_attrs.get("fail_reason") not in (None, "interrupted")
-    return True
-
-
 # Fail reasons of trials that do not count against the budget. A trial
 # failed by the heartbeat after a worker crash has no reason at all.
 UNCOUNTED_FAIL_REASONS = (None, "interrupted", "cancelled")
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Finished trials that count against the budget.
+def is_counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Return True if a finished trial counts against the budget.
 
-    A trial failed by an interruption (Ctrl-C), a cancellation or a worker
-    crash does not count, so a rerun trains a replacement.
+    COMPLETE and PRUNED trials count, and so does a FAIL with a recorded
+    reason. A trial failed by an interruption (Ctrl-C, a worker shutdown),
+    a cancellation, or the heartbeat after its worker crashed (no reason
+    recorded) does not count, so a rerun trains a replacement.
     """
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=FINISHED_STATES):
-        if trial.state == TrialState.FAIL and (
-            trial.user_attrs.get("fail_reason") in UNCOUNTED_FAIL_REASONS
-        ):
-            continue
-        count += 1
-    return count
+    if trial.state not in FINISHED_STATES:
+        return False
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get("fail_reason") not in UNCOUNTED_FAIL_REASONS
+    return True
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Count the finished trials that count against the budget (see `is_counted`)."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED_STATES)
+    return sum(1 for trial in trials if is_counted(trial))
 
 
 def counts_toward_budget(trial: TrialRecord) -> bool:
