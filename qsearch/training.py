@@ -39,7 +39,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class EpochResult:
-    """What one epoch produced: its mean training loss and the validation accuracy."""
+    """Result of one epoch: its mean training loss and the validation accuracy."""
 
     epoch: int
     train_loss: float

@@ -42,7 +42,7 @@ class ExportedTrial:
 
 
 def trial_qconfig_block(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
-    """The trial's qconfig in the upstream `_target_` + `config` format."""
+    """Return the trial's qconfig in the upstream `_target_` + `config` format."""
     block = spec.qconfig_block_for(params)
     if not spec.is_torch_qconfig:
         block = {**block, "_target_": UPSTREAM_TARGET}

@@ -41,7 +41,7 @@ OBJECTIVE_METRICS = {
 }
 
 
-# User attribute that holds a trial's metrics and seed as one mapping.
+# User attribute that contains a trial's metrics and seed as one mapping.
 METRICS_ATTR = "metrics"
 
 
@@ -62,12 +62,12 @@ def trial_seed(spec_seed: int, trial_number: int) -> int:
 
 
 def build_qconfig(spec: StudySpec, params: Mapping[str, Any]) -> Any:
-    """The qconfig of one trial: the spec's base qconfig with the sampled keys over it."""
+    """Build one trial's qconfig: the spec's base qconfig with the sampled keys over it."""
     return qconfig_from_target(spec.qconfig_block_for(params))
 
 
 def training_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainingConfig:
-    """The training settings of one trial: the spec's, with searched settings over them."""
+    """Return one trial's training settings: the spec's, with searched settings over them."""
     return TrainingConfig(**spec.training_for(params).model_dump())
 
 

@@ -121,7 +121,7 @@ def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
 def pareto_front(
     trials: Sequence[TrialRecord], objectives: Sequence[str], directions: Sequence[str]
 ) -> list[TrialRecord]:
-    """The trained, feasible trials that no other such trial dominates, by trial number."""
+    """Return the trained, feasible trials that no other such trial dominates, by number."""
     candidates = [
         t
         for t in trials
@@ -159,7 +159,7 @@ def _front_of_two(signed: dict[int, list[float]]) -> set[int]:
 
 
 def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The trained, feasible trial with the highest validation accuracy.
+    """Return the trained, feasible trial with the highest validation accuracy.
 
     Ties go to the smaller weight memory, then to the earlier trial.
     """

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# User attribute that holds a trial's constraint values; > 0 means violated.
+# User attribute with a trial's constraint values. A value above 0 is a violation.
 CONSTRAINTS_ATTR = "constraints"
 
 
@@ -55,7 +55,7 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 
 def constraint_limits(spec: StudySpec) -> dict[str, float]:
-    """The constraints that the spec sets, keyed by metric name."""
+    """Return the constraints that the spec sets, keyed by metric name."""
     limits = {}
     if spec.constraints.max_weight_memory_bytes is not None:
         limits["weight_memory_bytes"] = float(spec.constraints.max_weight_memory_bytes)

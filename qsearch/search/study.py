@@ -48,7 +48,7 @@ class StudyConflictError(ValueError):
 
 
 def builtin_model_factory(spec: StudySpec) -> ModelFactory:
-    """A factory that builds the spec's built-in model with its parameters."""
+    """Return a factory that builds the spec's built-in model with its parameters."""
 
     def factory(input_shape: tuple[int, ...], num_classes: int, qconfig: Any) -> nn.Module:
         return build_model(
