@@ -15,6 +15,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# Compile the fused quantizer kernels now rather than in the first trial.
+	# Without a C++ compiler the quantizers use PyTorch operators instead.
+	$(BIN)/python -m qsearch.quant || echo "continuing without the fused kernels"
 	touch $@
 
 install: $(VENV)/.installed

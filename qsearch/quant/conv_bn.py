@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from qsearch.quant.fake_quantize import FakeQuantize
 from qsearch.quant.layers import _QATMixin
 
 
@@ -52,19 +53,29 @@ class _ConvBnNd(_QATMixin):
         return (bias - self.bn.running_mean) * factor + self.bn.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        factor = self._fold_factor()
-        weight = self.weight_fake_quant(self.folded_weight(factor))
-
         if self.training:
-            # Each output channel is linear in its own weights, so dividing
-            # that channel's quantized weights by its factor equals dividing
-            # the conv output, on a tensor hundreds of times smaller.
-            weight = weight / factor.reshape([-1] + [1] * (weight.dim() - 1))
-            out = self.bn(self._conv_forward(x, weight, self.bias))
+            out = self._conv_forward(x, self._training_weight(), self.bias)
+            out = self.bn(out)
         else:
+            factor = self._fold_factor()
+            weight = self.weight_fake_quant(self.folded_weight(factor))
             bias = self.bias_fake_quant(self.folded_bias(factor))
             out = self._conv_forward(x, weight, bias)
         return self._finish(out)
+
+    def _training_weight(self) -> torch.Tensor:
+        # Q_w(W * f) / f: each output channel is linear in its own weights,
+        # so the convolution on it equals the convolution on Q_w(W * f)
+        # divided by f, on a tensor hundreds of times smaller than the output.
+        if isinstance(self.weight_fake_quant, FakeQuantize):
+            weight = self.weight_fake_quant.quantize_folded(
+                self.weight, self.bn.weight, self.bn.running_var, self.bn.eps
+            )
+            if weight is not None:
+                return weight
+        factor = self._fold_factor()
+        weight = self.weight_fake_quant(self.folded_weight(factor))
+        return weight / factor.reshape([-1] + [1] * (weight.dim() - 1))
 
 
 class ConvBn1d(_ConvBnNd, nn.Conv1d):

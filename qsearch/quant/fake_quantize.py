@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from qsearch.quant import fused
 from qsearch.quant.quantizers import PowerOf2Quantization, SymmetricQuantization
 from qsearch.quant.ste import fake_quantize_ste
 
@@ -62,6 +63,10 @@ class FakeQuantize(nn.Module):
     smallest power of two above it, so the quantizer's whole grid is used
     and hardware needs only a shift. The last scale is kept in the `scale`
     buffer, so it is saved with the model's `state_dict`.
+
+    Float32 tensors on the CPU go through the fused kernels of
+    `qsearch.quant.fused` where they could be built; everything else
+    through PyTorch operators, with the same quantized values.
     """
 
     scale: torch.Tensor
@@ -93,17 +98,51 @@ class FakeQuantize(nn.Module):
         return self.quantization.bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = None
-        if self.training and self.noise_prob < 1.0:
-            if self.noise_prob == 0.0:
-                return x
-            keep = draw_keep_mask(x, self.noise_prob)
-
+        noise_prob = self.noise_prob if self.training else 1.0
+        if noise_prob == 0.0:
+            return x
         if self.weight_scale == "fixed":
-            return fake_quantize_ste(x, self.quantization.quantize, keep)
-
+            return self._fake_quantize(x, noise_prob)
         scale = self._update_scale(x)
-        return fake_quantize_ste(x / scale, self.quantization.quantize, keep) * scale
+        return self._fake_quantize(x / scale, noise_prob) * scale
+
+    def _fake_quantize(self, x: torch.Tensor, noise_prob: float) -> torch.Tensor:
+        if fused.applies_to(x):
+            return fused.fake_quantize(x, self.quantization, noise_prob)
+        keep = draw_keep_mask(x, noise_prob) if noise_prob < 1.0 else None
+        return fake_quantize_ste(x, self.quantization.quantize, keep)
+
+    def quantize_folded(
+        self,
+        weight: torch.Tensor,
+        gamma: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        eps: float,
+    ) -> torch.Tensor | None:
+        """Return `self(W * f) / f` with f = gamma / sqrt(running_var + eps), or None.
+
+        This is the training weight of a conv-BN layer, computed by one fused
+        kernel. None means the kernel does not apply (not float32 on the
+        CPU, kernels unavailable, no affine batch norm, or nothing to
+        quantize) and the caller computes it with PyTorch operators.
+        """
+        noise_prob = self.noise_prob if self.training else 1.0
+        if gamma is None or running_var is None or noise_prob == 0.0:
+            return None
+        if not fused.applies_to(weight):
+            return None
+        folded, scale = fused.fold_weight(
+            weight,
+            gamma,
+            running_var,
+            eps,
+            self.quantization,
+            noise_prob,
+            pow2_scale=self.weight_scale == "pow2",
+        )
+        if self.weight_scale == "pow2":
+            self.scale.copy_(scale)
+        return folded
 
     @torch.no_grad()
     def _update_scale(self, x: torch.Tensor) -> torch.Tensor:

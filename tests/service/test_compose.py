@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from qsearch.cli import build_parser
+from qsearch.quant import fused
 
 from .conftest import TINY_SPEC, Processes, wait_for
 
@@ -132,6 +134,22 @@ def test_dockerfile_installs_cpu_torch_and_copies_existing_files():
     ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
     for source in sources:
         assert f"!{source.rstrip('/')}" in ignore or f"!{source}/" in ignore, source
+
+
+def test_dockerfile_builds_the_fused_kernels_as_the_runtime_user():
+    text = DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.splitlines()]
+
+    assert "&& apt-get install --yes --no-install-recommends g++ \\" in lines
+    # Built after USER, so the kernels land in the cache of the user who runs them.
+    user_line = next(i for i, line in enumerate(lines) if re.match(r"USER (?!root)", line))
+    assert lines.index("RUN python -m qsearch.quant") > user_line
+    # `pip install .` must ship the kernels' source with the package.
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    (pattern,) = package_data["qsearch.quant"]
+    assert [path.name for path in (ROOT / "qsearch" / "quant").glob(pattern)] == [fused.SOURCE.name]
 
 
 class _StatusHandler(http.server.BaseHTTPRequestHandler):
