@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from qsearch.models import build_model
-from qsearch.quant import get_qat_qconfig
+from qsearch.quant import fused, get_qat_qconfig
 
 INPUT_SHAPE = (40, 101)
 NUM_CLASSES = 12
@@ -164,6 +164,8 @@ def main() -> None:
     trainers = [
         Trainer(name, make_qconfig(), args.seed, clock) for name, make_qconfig in VARIANTS.items()
     ]
+    kernels = "in use" if fused.available() else f"not in use ({fused.unavailable_reason()})"
+    print(f"fused quantizer kernels: {kernels}")
     generator = torch.Generator().manual_seed(args.seed)
     # MFCC-sized inputs scaled into the [-1, 1) range of the input quantizer.
     x = (torch.randn(args.batch, *INPUT_SHAPE, generator=generator) * 0.3).clamp(-1.0, 0.99)
