@@ -124,8 +124,9 @@ def list_studies(
 def cancel_study(store: StudyStore, name: str) -> StudySnapshot:
     """Cancel a queued or running study; raise StudyStateError once it has finished.
 
-    Running trials stop at their next epoch and are recorded as failed with
-    the reason "cancelled"; no new trial starts.
+    Running trials stop at the end of an epoch (they check at most once per
+    second) and are recorded as failed with the reason "cancelled". No new
+    trial starts.
     """
     check_name(name)
     store.ensure_tables()
@@ -159,7 +160,7 @@ def delete_study(store: StudyStore, name: str) -> None:
         if running:
             raise registry.StudyStateError(
                 f"study {name!r} still has {len(running)} running trial(s), which stop at "
-                "their next epoch; retry in a few seconds."
+                "the end of an epoch; retry in a few seconds."
             )
         # Optuna's data goes first: if a later step fails, the registry row is
         # still there and a second DELETE finishes the job.

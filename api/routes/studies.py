@@ -148,7 +148,7 @@ def read_study(name: str, store: StoreDep) -> Response:
     responses={404: {"model": Message}, 409: {"model": Message}},
 )
 def cancel_study(name: str, store: StoreDep) -> Response:
-    """Cancel a queued or running study; running trials stop at their next epoch."""
+    """Cancel a queued or running study; running trials stop at an epoch's end."""
     return json_response(crud.cancel_study(store, name).study_json())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,10 @@ OBJECTIVE_METRICS = {
 
 # User attribute that contains a trial's metrics and seed as one mapping.
 METRICS_ATTR = "metrics"
+# Seconds between a running trial's progress writes (its curve) and cancel
+# checks. Each is a storage transaction, and a small model's epoch can take
+# a tenth of a second, so the first epoch and then at most one per interval.
+PROGRESS_INTERVAL_S = 1.0
 
 
 class TrialStopped(Exception):
@@ -163,13 +168,17 @@ class Objective:
         started = time.perf_counter()
         curve: list[float] = []
         losses: list[float] = []
+        synced = {"epochs": 0, "at": -math.inf}
 
         def on_epoch(result: Any) -> None:
             curve.append(result.val_accuracy)
             losses.append(result.train_loss)
-            trial.set_user_attr("curve", curve)
-            if self.should_stop is not None and self.should_stop():
-                raise TrialStopped("the study was cancelled")
+            now = time.monotonic()
+            if now - synced["at"] >= PROGRESS_INTERVAL_S:
+                trial.set_user_attr("curve", curve)
+                synced.update(epochs=len(curve), at=now)
+                if self.should_stop is not None and self.should_stop():
+                    raise TrialStopped("the study was cancelled")
             if self.single_objective:
                 trial.report(result.val_accuracy, result.epoch)
                 if trial.should_prune():
@@ -197,6 +206,8 @@ class Objective:
             metrics["accuracy_drop"] = self.baseline_accuracy - metrics["val_accuracy"]
         trial.set_user_attr(METRICS_ATTR, metrics)
         trial.set_user_attr("loss_curve", losses)
+        if synced["epochs"] < len(curve):
+            trial.set_user_attr("curve", curve)
 
         if self.storage_url is not None:
             save_state_dict(self.storage_url, spec.name, trial.number, model.state_dict())
