@@ -163,8 +163,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     from qsearch.cli_output import print_study
     from qsearch.search.results import study_result
-    from qsearch.storage import open_optuna_storage
+    from qsearch.storage import check_database_exists, open_optuna_storage
 
+    check_database_exists(args.storage)
     storage = open_optuna_storage(args.storage)
     try:
         study = optuna.load_study(study_name=args.name, storage=storage)
@@ -187,7 +188,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from qsearch.search.export import export_trial
+    from qsearch.storage import check_database_exists
 
+    check_database_exists(args.storage)
     out = export_trial(args.name, args.trial, args.out, storage=args.storage)
     print(f"exported trial {args.trial} of study {args.name} to {out}")
     return 0
@@ -195,7 +198,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_delete(args: argparse.Namespace) -> int:
     from qsearch.search.study import delete_study
+    from qsearch.storage import check_database_exists
 
+    check_database_exists(args.storage)
     delete_study(args.name, args.storage)
     print(f"deleted study {args.name}")
     return 0
@@ -204,8 +209,9 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from qsearch.storage import open_optuna_storage
+    from qsearch.storage import check_database_exists, open_optuna_storage
 
+    check_database_exists(args.storage)
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
     optuna_dashboard.run_server(open_optuna_storage(args.storage), host=args.host, port=args.port)
     return 0

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 QSEARCH = [sys.executable, "-m", "qsearch.cli"]
@@ -223,3 +224,23 @@ def test_cli_delete_study(tmp_path):
     again = _run(["delete", "cli_tiny"], cwd=tmp_path)
     assert again.returncode == 2
     assert again.stderr.strip() == "error: study 'cli_tiny' not found in sqlite:///qsearch.db"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["show", "x"],
+        ["export", "x", "--trial", "0", "--out", "out"],
+        ["delete", "x"],
+        ["dashboard"],
+    ],
+)
+def test_cli_missing_database_not_created(tmp_path, command):
+    result = _run([*command, "--storage", "sqlite:///typo.db"], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: no database at 'typo.db' (storage sqlite:///typo.db); give the URL of the "
+        "database that holds the study with --storage"
+    )
+    assert not (tmp_path / "typo.db").exists()

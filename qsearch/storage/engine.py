@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,6 +22,25 @@ SQLITE_BUSY_TIMEOUT_S = 60
 
 def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
+
+
+def check_database_exists(url: str | None) -> None:
+    """Raise FileNotFoundError when `url` names a SQLite file that does not exist.
+
+    Opening such a URL creates an empty database, which commands that only
+    read or delete studies must not leave behind after a typo.
+    """
+    url = url or DEFAULT_STORAGE
+    if not _is_sqlite(url):
+        return
+    database = sqlalchemy.engine.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not Path(database).exists():
+        raise FileNotFoundError(
+            f"no database at {database!r} (storage {url}); give the URL of the database "
+            "that holds the study with --storage"
+        )
 
 
 def engine_kwargs(url: str) -> dict:
