@@ -140,7 +140,10 @@ def _load() -> bool:
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         _state["reason"] = str(error)
         log.warning(
-            "fused quantizer kernels unavailable, using the slower PyTorch operators: %s", error
+            "fused quantizer kernels unavailable, using the slower PyTorch operators: %s "
+            "(install a C++ compiler or set CXX to one; %s=0 turns the kernels off)",
+            error,
+            DISABLE_ENV,
         )
         return False
     return True
