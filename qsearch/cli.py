@@ -209,9 +209,9 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from qsearch.storage import check_database_exists, open_optuna_storage
+    from qsearch.storage import open_optuna_storage
 
-    check_database_exists(args.storage)
+    # A missing SQLite file is created: a dashboard may start before any study.
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
     optuna_dashboard.run_server(open_optuna_storage(args.storage), host=args.host, port=args.port)
     return 0

@@ -232,7 +232,6 @@ def test_cli_delete_study(tmp_path):
         ["show", "x"],
         ["export", "x", "--trial", "0", "--out", "out"],
         ["delete", "x"],
-        ["dashboard"],
     ],
 )
 def test_cli_missing_database_not_created(tmp_path, command):
