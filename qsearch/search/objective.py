@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,9 +43,12 @@ OBJECTIVE_METRICS = {
 
 # User attribute that contains a trial's metrics and seed as one mapping.
 METRICS_ATTR = "metrics"
+# A running trial's validation accuracy per epoch so far; the finished
+# trial's full curve is in its metrics.
+CURVE_ATTR = "curve"
 # Seconds between a running trial's progress writes (its curve) and cancel
 # checks. Each is a storage transaction, and a small model's epoch can take
-# a tenth of a second, so the first epoch and then at most one per interval.
+# a tenth of a second, so a trial shorter than this writes only its result.
 PROGRESS_INTERVAL_S = 1.0
 
 
@@ -168,15 +170,16 @@ class Objective:
         started = time.perf_counter()
         curve: list[float] = []
         losses: list[float] = []
-        synced = {"epochs": 0, "at": -math.inf}
+        synced_at = time.monotonic()
 
         def on_epoch(result: Any) -> None:
+            nonlocal synced_at
             curve.append(result.val_accuracy)
             losses.append(result.train_loss)
             now = time.monotonic()
-            if now - synced["at"] >= PROGRESS_INTERVAL_S:
-                trial.set_user_attr("curve", curve)
-                synced.update(epochs=len(curve), at=now)
+            if now - synced_at >= PROGRESS_INTERVAL_S:
+                trial.set_user_attr(CURVE_ATTR, curve)
+                synced_at = now
                 if self.should_stop is not None and self.should_stop():
                     raise TrialStopped("the study was cancelled")
             if self.single_objective:
@@ -204,10 +207,8 @@ class Objective:
             metrics["test_accuracy"] = evaluate(model, self.splits.x_test, self.splits.y_test)
         if self.baseline_accuracy is not None:
             metrics["accuracy_drop"] = self.baseline_accuracy - metrics["val_accuracy"]
-        trial.set_user_attr(METRICS_ATTR, metrics)
-        trial.set_user_attr("loss_curve", losses)
-        if synced["epochs"] < len(curve):
-            trial.set_user_attr("curve", curve)
+        # The result is one transaction: the metrics with both curves.
+        trial.set_user_attr(METRICS_ATTR, {**metrics, CURVE_ATTR: curve, "loss_curve": losses})
 
         if self.storage_url is not None:
             save_state_dict(self.storage_url, spec.name, trial.number, model.state_dict())

@@ -90,7 +90,9 @@ def trial_record(trial: optuna.trial.FrozenTrial, objectives: Sequence[str]) -> 
         params=dict(trial.params),
         values=values,
         metrics={key: merged[key] for key in METRIC_ATTRS if key in merged},
-        curve=list(attrs.get("curve", [])),
+        # A finished trial's curve is in its metrics, a running one's in
+        # the attribute that progress writes update.
+        curve=list(merged.get("curve", [])),
         feasible="infeasible_reason" not in attrs,
         infeasible_reason=attrs.get("infeasible_reason"),
         fail_reason=attrs.get("fail_reason"),

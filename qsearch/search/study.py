@@ -17,6 +17,7 @@ from torch import nn
 from qsearch.data import DatasetSplits, load_dataset
 from qsearch.models import build_model
 from qsearch.search.datasets import as_splits
+from qsearch.search.heap import frozen_heap
 from qsearch.search.objective import ModelFactory, Objective, cost_metrics, training_config
 from qsearch.search.results import StudyResult, counted_trials, study_result
 from qsearch.search.samplers import make_pruner, make_sampler
@@ -296,20 +297,23 @@ def run_study(
     )
 
     deadline = time.monotonic() + spec.timeout if spec.timeout else None
+    done = counted_trials(study)
     if progress is not None:
-        progress(counted_trials(study), budget, study)
-    while True:
-        done = counted_trials(study)
-        if budget is not None and done >= budget:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            logger.info("study %s reached its timeout of %s s", spec.name, spec.timeout)
-            break
-        if _grid_exhausted(study) or (should_stop is not None and should_stop()):
-            break
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        if interrupt is not None and interrupt.is_set():
-            raise KeyboardInterrupt
-        if progress is not None:
-            progress(counted_trials(study), budget, study)
+        progress(done, budget, study)
+    with frozen_heap():
+        while True:
+            if budget is not None and done >= budget:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                logger.info("study %s reached its timeout of %s s", spec.name, spec.timeout)
+                break
+            if _grid_exhausted(study) or (should_stop is not None and should_stop()):
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,))
+            if interrupt is not None and interrupt.is_set():
+                raise KeyboardInterrupt
+            # Counted again, not incremented: other processes may add trials.
+            done = counted_trials(study)
+            if progress is not None:
+                progress(done, budget, study)
     return study_result(study)
