@@ -35,6 +35,7 @@ from optuna.exceptions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from qsearch.data import DatasetSplits
+from qsearch.search.heap import frozen_heap
 from qsearch.search.objective import Objective
 from qsearch.search.results import is_counted
 from qsearch.search.spec import StudySpec, load_spec
@@ -205,8 +206,14 @@ class Worker:
         retries of trials whose worker died. Returns the number of trials
         this worker ran.
         """
-        ran = 0
         logger.info("worker %s started on %s", self.identity, _safe_url(self.url))
+        with frozen_heap():
+            ran = self._run_loop(exit_when_idle)
+        logger.info("worker %s stopped after %d trials", self.identity, ran)
+        return ran
+
+    def _run_loop(self, exit_when_idle: bool) -> int:
+        ran = 0
         while not self.stop_event.is_set():
             try:
                 name = registry.next_runnable_study(self.url, self.only)
@@ -225,7 +232,6 @@ class Worker:
                 if exit_when_idle and not active:
                     break
                 self.stop_event.wait(self.settings.poll_interval_s)
-        logger.info("worker %s stopped after %d trials", self.identity, ran)
         return ran
 
     def _recover_when_due(self) -> bool:
