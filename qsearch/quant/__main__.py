@@ -6,6 +6,9 @@ import sys
 from qsearch.quant import fused
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-if not fused.available():
+if fused.turned_off():
+    print(f"fused quantizer kernels turned off by {fused.DISABLE_ENV}")
+elif not fused.available():
     sys.exit(f"fused quantizer kernels unavailable: {fused.unavailable_reason()}")
-print(f"fused quantizer kernels ready in {fused.cache_dir()}")
+else:
+    print(f"fused quantizer kernels ready in {fused.cache_dir()}")

@@ -30,14 +30,26 @@ class _ConvBnNd(_QATMixin):
         momentum: float | None,
         qconfig: Any,
         quantize_output: bool,
+        affine: bool = True,
     ) -> None:
-        self.bn = bn_class(self.out_channels, eps=eps, momentum=momentum)
+        self.bn = bn_class(self.out_channels, eps=eps, momentum=momentum, affine=affine)
         # The folded bias always exists, even when the convolution has none.
         self._init_quantizers(qconfig, quantize_output, has_bias=True)
 
+    def _gamma(self) -> torch.Tensor:
+        # A batch norm without affine parameters scales by 1.
+        if self.bn.weight is None:
+            return torch.ones_like(self.bn.running_var)
+        return self.bn.weight
+
     def _fold_factor(self) -> torch.Tensor:
         # gamma / sqrt(running_var + eps), one value per output channel.
-        return self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        if self.bn.running_var is None:
+            raise ValueError(
+                f"{type(self).__name__} folds its batch norm with the running variance, "
+                "but the batch norm has track_running_stats=False; keep running statistics"
+            )
+        return self._gamma() / torch.sqrt(self.bn.running_var + self.bn.eps)
 
     def folded_weight(self, factor: torch.Tensor | None = None) -> torch.Tensor:
         """Return W * gamma / sqrt(running_var + eps); `factor` reuses one already computed."""
@@ -50,7 +62,8 @@ class _ConvBnNd(_QATMixin):
         if factor is None:
             factor = self._fold_factor()
         bias = self.bias if self.bias is not None else torch.zeros_like(self.bn.running_mean)
-        return (bias - self.bn.running_mean) * factor + self.bn.bias
+        folded = (bias - self.bn.running_mean) * factor
+        return folded if self.bn.bias is None else folded + self.bn.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -69,7 +82,7 @@ class _ConvBnNd(_QATMixin):
         # divided by f, on a tensor hundreds of times smaller than the output.
         if isinstance(self.weight_fake_quant, FakeQuantize):
             weight = self.weight_fake_quant.quantize_folded(
-                self.weight, self.bn.weight, self.bn.running_var, self.bn.eps
+                self.weight, self._gamma(), self.bn.running_var, self.bn.eps
             )
             if weight is not None:
                 return weight
@@ -86,12 +99,13 @@ class ConvBn1d(_ConvBnNd, nn.Conv1d):
         *args: Any,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
+        affine: bool = True,
         qconfig: Any = None,
         quantize_output: bool = True,
         **kwargs: Any,
     ) -> None:
         nn.Conv1d.__init__(self, *args, **kwargs)
-        self._init_bn(nn.BatchNorm1d, eps, momentum, qconfig, quantize_output)
+        self._init_bn(nn.BatchNorm1d, eps, momentum, qconfig, quantize_output, affine)
 
 
 class ConvBn2d(_ConvBnNd, nn.Conv2d):
@@ -102,12 +116,13 @@ class ConvBn2d(_ConvBnNd, nn.Conv2d):
         *args: Any,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
+        affine: bool = True,
         qconfig: Any = None,
         quantize_output: bool = True,
         **kwargs: Any,
     ) -> None:
         nn.Conv2d.__init__(self, *args, **kwargs)
-        self._init_bn(nn.BatchNorm2d, eps, momentum, qconfig, quantize_output)
+        self._init_bn(nn.BatchNorm2d, eps, momentum, qconfig, quantize_output, affine)
 
 
 class ConvBnReLU1d(ConvBn1d):

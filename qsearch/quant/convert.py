@@ -73,8 +73,15 @@ def _build_qat(
             "padding_mode": float_layer.padding_mode,
         }
         if bn is not None:
+            if not bn.track_running_stats:
+                raise ValueError(
+                    f"cannot fold {type(bn).__name__} with track_running_stats=False into "
+                    "its convolution: folding needs the running variance; keep the "
+                    "running statistics or leave this batch norm out of the model"
+                )
             kwargs["eps"] = bn.eps
             kwargs["momentum"] = bn.momentum
+            kwargs["affine"] = bn.affine
         qat = qat_class(
             float_layer.in_channels,
             float_layer.out_channels,

@@ -123,7 +123,7 @@ class FakeQuantize(nn.Module):
 
         This is the training weight of a conv-BN layer, computed by one fused
         kernel. None means the kernel does not apply (not float32 on the
-        CPU, kernels unavailable, no affine batch norm, or nothing to
+        CPU, kernels unavailable, no running variance, or nothing to
         quantize) and the caller computes it with PyTorch operators.
         """
         noise_prob = self.noise_prob if self.training else 1.0

@@ -14,7 +14,13 @@ folder on first use (`python -m qsearch.quant` does it ahead of time)
 and loaded with `torch.ops.load_library`. Where they cannot be built,
 or for tensors that are not float32 on the CPU, the quantizers fall back to
 their PyTorch operators, which give the same quantized values. Set
-QSEARCH_FUSED_KERNELS=0 to always use the fallback.
+QSEARCH_FUSED_KERNELS=0 (or false, no, off) to always use the fallback.
+While `torch.compile` or `torch.export` traces a model, the quantizers use
+the fallback too, since the kernels have no tracing rules.
+
+A library in the cache is loaded only if its SHA-256 matches the digest
+written beside it when it was built; a damaged or foreign file is rebuilt.
+Deleting the cache folder forces a rebuild.
 
 Quant-Noise masks differ between the two paths: both are Bernoulli
 (noise_prob) per element and reproducible under `torch.manual_seed`, but
@@ -26,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -76,11 +83,24 @@ def _compile_flags() -> list[str]:
     return flags
 
 
-def _library_path(compiler: str, flags: list[str]) -> Path:
+def _library_path(compiler: list[str], flags: list[str]) -> Path:
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), compiler.encode(), *flags):
+    for part in (SOURCE.read_bytes(), torch.__version__.encode(), *compiler, *flags):
         key.update(part if isinstance(part, bytes) else part.encode())
     return cache_dir() / f"fake_quantize-{key.hexdigest()[:16]}.so"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(library: Path) -> bool:
+    # The digest file is written before the library is renamed into place.
+    digest = library.with_suffix(".sha256")
+    try:
+        return digest.read_text().strip() == _digest(library)
+    except OSError:
+        return False
 
 
 def build() -> Path:
@@ -90,22 +110,35 @@ def build() -> Path:
     so workers that start together never wait on a lock that a killed
     process left behind; at worst two of them compile the same file.
     """
-    compiler = os.environ.get("CXX") or "c++"
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C++ compiler: {compiler!r} is not on PATH (set CXX to one)")
+    compiler = shlex.split(os.environ.get("CXX") or "c++")
+    if not compiler or shutil.which(compiler[0]) is None:
+        raise RuntimeError(
+            f"no C++ compiler: {os.environ.get('CXX') or 'c++'!r} is not on PATH; install "
+            "g++ or clang++, or set CXX to a C++17 compiler"
+        )
     flags = _compile_flags()
     target = _library_path(compiler, flags)
-    if target.exists():
+    if target.exists() and _intact(target):
         return target
 
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _compile(compiler, flags, target)
+    except PermissionError as error:
+        raise RuntimeError(
+            f"cannot write the kernel cache {target.parent}: {error.strerror}; set "
+            f"{CACHE_ENV} to a writable folder"
+        ) from error
+
+
+def _compile(compiler: list[str], flags: list[str], target: Path) -> Path:
     torch_dir = Path(torch.__file__).parent
-    target.parent.mkdir(parents=True, exist_ok=True)
     log.info("compiling the fused quantizer kernels into %s (once per machine)", target.parent)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
         command = [
-            compiler,
+            *compiler,
             *flags,
             "-I",
             str(torch_dir / "include"),
@@ -123,26 +156,37 @@ def build() -> Path:
         )
         if result.returncode != 0:
             raise RuntimeError(
-                f"compiling {SOURCE.name} failed with exit status {result.returncode}:\n"
+                f"compiling {SOURCE.name} with {shlex.join(compiler)} failed with exit "
+                f"status {result.returncode}; set CXX to a C++17 compiler:\n"
                 f"{result.stderr.strip()[-2000:]}"
             )
+        digest = Path(tmp) / "digest"
+        digest.write_text(_digest(partial))
+        os.replace(digest, target.with_suffix(".sha256"))
         os.replace(partial, target)
     log.info("compiled the fused quantizer kernels in %.1f s", time.monotonic() - started)
     return target
 
 
+def turned_off() -> bool:
+    """Return whether QSEARCH_FUSED_KERNELS turns the kernels off (0, false, no or off)."""
+    return os.environ.get(DISABLE_ENV, "").strip().lower() in ("0", "false", "no", "off")
+
+
 def _load() -> bool:
-    if os.environ.get(DISABLE_ENV, "1") == "0":
-        _state["reason"] = f"{DISABLE_ENV}=0"
+    if turned_off():
+        _state["reason"] = f"{DISABLE_ENV}={os.environ[DISABLE_ENV]}"
         return False
     try:
         torch.ops.load_library(str(build()))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        _state["reason"] = str(error)
+        # load_library names only the file; the loader's own message is the cause.
+        cause = f" ({error.__cause__})" if error.__cause__ else ""
+        _state["reason"] = f"{error}{cause}"
         log.warning(
             "fused quantizer kernels unavailable, using the slower PyTorch operators: %s "
-            "(install a C++ compiler or set CXX to one; %s=0 turns the kernels off)",
-            error,
+            "(%s=0 turns them off and silences this)",
+            _state["reason"],
             DISABLE_ENV,
         )
         return False
@@ -164,8 +208,18 @@ def unavailable_reason() -> str | None:
 
 
 def applies_to(x: torch.Tensor) -> bool:
-    """Return whether the fused kernels can quantize `x`: float32 on the CPU, kernels loaded."""
-    return x.dtype == torch.float32 and x.device.type == "cpu" and available()
+    """Return whether the fused kernels can quantize `x`.
+
+    That is float32 on the CPU, outside `torch.compile` and `torch.export`
+    tracing, with the kernels loaded.
+    """
+    return (
+        x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and available()
+    )
 
 
 def draw_seed() -> int:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qsearch import quant
-from qsearch.quant import SymmetricQuantization, get_qat_qconfig
+from qsearch.quant import ConvBnReLU1d, SymmetricQuantization, convert_to_qat, get_qat_qconfig
 
 # (QAT class, float conv, float batch norm, conv function, input shape, ReLU)
 CASES = [
@@ -197,3 +197,37 @@ def test_conv_bn_keeps_eps_and_momentum():
     qat = quant.ConvBn2d(3, 4, 3, eps=1e-3, momentum=0.05, qconfig=qconfig)
     assert qat.bn.eps == 1e-3
     assert qat.bn.momentum == 0.05
+
+
+def test_batch_norm_without_affine_parameters_folds():
+    qconfig = get_qat_qconfig({"bw_w": 6, "bw_f": 8})
+    torch.manual_seed(0)
+    layer = ConvBnReLU1d(4, 8, 3, affine=False, qconfig=qconfig)
+    x = torch.rand(5, 4, 12)
+
+    layer(x).sum().backward()
+    layer.eval()
+    out = layer(x)
+
+    assert layer.bn.weight is None
+    assert layer.weight.grad is not None
+    assert out.shape == (5, 8, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_convert_keeps_batch_norm_affine_setting():
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.BatchNorm1d(8, affine=False), nn.ReLU())
+    qconfig = get_qat_qconfig({"bw_w": 6, "bw_f": 8})
+
+    qat = convert_to_qat(model, qconfig)
+
+    layer = next(m for m in qat.modules() if isinstance(m, ConvBnReLU1d))
+    assert not layer.bn.affine
+
+
+def test_convert_rejects_batch_norm_without_running_statistics():
+    model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.BatchNorm1d(8, track_running_stats=False))
+    qconfig = get_qat_qconfig({"bw_w": 6, "bw_f": 8})
+
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        convert_to_qat(model, qconfig)

@@ -266,6 +266,38 @@ def test_conv_bn_training_step_matches_the_torch_path(torch_path):
         torch.testing.assert_close(parameter.grad, other.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
+def test_compile_traces_the_torch_operators():
+    quantizer = FakeQuantize(SymmetricQuantization(5), noise_prob=1.0)
+    x = torch.linspace(-1.5, 1.5, 101)
+
+    compiled = torch.compile(quantizer, backend="eager", fullgraph=True)
+
+    assert torch.equal(compiled(x), quantizer(x))
+
+
+def test_channels_last_layout_is_kept():
+    x = torch.rand(2, 3, 4, 5).to(memory_format=torch.channels_last).requires_grad_()
+
+    out = fused.fake_quantize(x, SymmetricQuantization(4), 0.5)
+    out.backward(torch.ones_like(out))
+
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x.grad[out.detach() == x.detach()], torch.ones(int((out == x).sum())))
+
+
+def test_fold_scale_ignores_nan_like_torch(torch_path):
+    weight, gamma, running_var = _fold_inputs(2)
+    weight[3, 2, 1] = math.nan
+    fused_quantizer = get_qat_qconfig({"bw_w": 4, "bw_f": 8, "weight_scale": "pow2"}).weight()
+    torch_quantizer = get_qat_qconfig({"bw_w": 4, "bw_f": 8, "weight_scale": "pow2"}).weight()
+
+    fused_quantizer.quantize_folded(weight, gamma, running_var, 1e-5)
+    with torch_path:
+        _torch_fold(torch_quantizer, weight, gamma, running_var, 1e-5)
+
+    assert fused_quantizer.scale.item() == torch_quantizer.scale.item() == 1.0
+
+
 def test_kernels_reject_what_they_do_not_support():
     with pytest.raises(RuntimeError, match="float32"):
         torch.ops.qsearch.fake_quantize(torch.zeros(3, dtype=torch.float64), 8, False, False, 0, 0)
@@ -306,21 +338,36 @@ def test_without_a_compiler_the_torch_operators_take_over(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "False [0.296875, 0.9921875] [1.0, 0.0]",
-        "no C++ compiler: 'no-such-compiler' is not on PATH (set CXX to one)",
+        "no C++ compiler: 'no-such-compiler' is not on PATH; install g++ or clang++, or set "
+        "CXX to a C++17 compiler",
     ]
     assert "fused quantizer kernels unavailable, using the slower PyTorch operators" in (
         result.stderr
     )
 
 
-def test_the_switch_turns_the_kernels_off():
-    result = _python(FALLBACK_CHECK, {fused.DISABLE_ENV: "0"})
+@pytest.mark.parametrize("value", ["0", "off", "False"])
+def test_the_switch_turns_the_kernels_off(value):
+    result = _python(FALLBACK_CHECK, {fused.DISABLE_ENV: value})
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "False [0.296875, 0.9921875] [1.0, 0.0]",
-        f"{fused.DISABLE_ENV}=0",
+        f"{fused.DISABLE_ENV}={value}",
     ]
+    assert result.stderr == ""
+
+
+def test_a_damaged_library_fails_its_digest(tmp_path):
+    library = tmp_path / "fake_quantize-0123456789abcdef.so"
+    library.write_bytes(b"\x7fELF and then nothing")
+    library.with_suffix(".sha256").write_text(fused._digest(library))
+    assert fused._intact(library)
+
+    library.write_bytes(b"\x7fELF")  # truncated after its digest was written
+
+    assert not fused._intact(library)
+    assert not fused._intact(tmp_path / "missing.so")
 
 
 def test_processes_building_at_once_share_one_library(tmp_path):
@@ -337,4 +384,6 @@ def test_processes_building_at_once_share_one_library(tmp_path):
     outputs = [process.communicate(timeout=600)[0] for process in processes]
 
     assert outputs == ["True\n", "True\n"]
-    assert [path.suffix for path in tmp_path.iterdir()] == [".so"]
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".sha256", ".so"]
+    (library,) = tmp_path.glob("*.so")
+    assert fused._intact(library)
