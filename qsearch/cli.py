@@ -209,11 +209,13 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from qsearch.storage import open_optuna_storage
+    from qsearch.storage import check_database_exists, open_optuna_storage
 
     # A missing SQLite file is created: a dashboard may start before any study.
+    check_database_exists(args.storage, allow_new=True)
+    storage = open_optuna_storage(args.storage)
     print(f"optuna-dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    optuna_dashboard.run_server(open_optuna_storage(args.storage), host=args.host, port=args.port)
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
     return 0
 
 
@@ -242,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
     # SIGTERM stops like Ctrl-C, so the running trial is recorded as failed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -249,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, LookupError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (SQLAlchemyError, ModuleNotFoundError) as error:
+    except (SQLAlchemyError, StorageInternalError, ModuleNotFoundError) as error:
         # A bad storage URL, an unreachable server or a missing driver.
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"error: cannot use the storage: {first_line}", file=sys.stderr)

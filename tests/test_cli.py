@@ -243,3 +243,33 @@ def test_cli_missing_database_not_created(tmp_path, command):
         "database that holds the study with --storage"
     )
     assert not (tmp_path / "typo.db").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_cli_in_memory_storage_rejected(tmp_path, url):
+    result = _run(["show", "x", "--storage", url], cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: storage {url} is an in-memory database, which holds no studies; give the "
+        "URL of the database file with --storage"
+    )
+
+
+def test_cli_show_leaves_foreign_database_alone(tmp_path):
+    other = tmp_path / "other.db"
+    other.write_bytes(b"")
+    uri = f"sqlite:///file:{tmp_path / 'missing.db'}?uri=true"
+
+    foreign = _run(["show", "x", "--storage", f"sqlite:///{other}"], cwd=tmp_path)
+    missing = _run(["show", "x", "--storage", uri], cwd=tmp_path)
+
+    assert foreign.returncode == 2
+    assert foreign.stderr.strip() == (
+        f"error: storage sqlite:///{other} holds no qsearch studies (it has no Optuna "
+        "tables); give the URL of the database that holds the study with --storage"
+    )
+    assert other.read_bytes() == b""
+    assert missing.returncode == 2
+    assert "no database at" in missing.stderr
+    assert not (tmp_path / "missing.db").exists()

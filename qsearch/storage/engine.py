@@ -24,22 +24,46 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def check_database_exists(url: str | None) -> None:
-    """Raise FileNotFoundError when `url` names a SQLite file that does not exist.
+def check_database_exists(url: str | None, *, allow_new: bool = False) -> None:
+    """Raise unless `url` names a database that can hold studies already.
 
-    Opening such a URL creates an empty database, which commands that only
-    read or delete studies must not leave behind after a typo.
+    Opening a URL creates what is missing: an empty SQLite file, or
+    Optuna's tables in someone else's database. Commands that only read or
+    delete studies must not do that after a typo, so they call this first.
+    An in-memory SQLite database (ValueError) never holds studies. With
+    `allow_new`, a missing SQLite file is accepted; otherwise it raises
+    FileNotFoundError, and a database without Optuna's tables LookupError.
     """
     url = url or DEFAULT_STORAGE
-    if not _is_sqlite(url):
+    if _is_sqlite(url):
+        database = sqlalchemy.engine.make_url(url).database or ""
+        if database.startswith("file:"):
+            # A URI filename: file:PATH?options.
+            database = database[len("file:") :].split("?", 1)[0]
+        if database in ("", ":memory:"):
+            raise ValueError(
+                f"storage {url} is an in-memory database, which holds no studies; give "
+                "the URL of the database file with --storage"
+            )
+        if not Path(database).exists():
+            if allow_new:
+                return
+            raise FileNotFoundError(
+                f"no database at {database!r} (storage {url}); give the URL of the database "
+                "that holds the study with --storage"
+            )
+    if allow_new:
         return
-    database = sqlalchemy.engine.make_url(url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    if not Path(database).exists():
-        raise FileNotFoundError(
-            f"no database at {database!r} (storage {url}); give the URL of the database "
-            "that holds the study with --storage"
+    # A plain engine: the cached one would switch a SQLite file to WAL mode.
+    engine = sqlalchemy.create_engine(url)
+    try:
+        has_tables = sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
+    if not has_tables:
+        raise LookupError(
+            f"storage {url} holds no qsearch studies (it has no Optuna tables); give the URL "
+            "of the database that holds the study with --storage"
         )
 
 
