@@ -40,7 +40,7 @@ def study_trials(server: LiveServer, name: str) -> list[Any]:
 
 
 def running_trial(client: Client, name: str) -> dict[str, Any] | None:
-    """Return a running trial that has finished at least one epoch, or None."""
+    """Return a running trial that has written its curve, or None."""
     trials = client.list_trials(name, state="running")["data"]
     return next((trial for trial in trials if trial["curve"]), None)
 

@@ -9,6 +9,7 @@ dropped afterwards.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import os
 import secrets
@@ -126,8 +127,19 @@ def submit(url: str, name: str, **changes: Any) -> dict[str, Any]:
     return spec_dict
 
 
+@functools.cache
+def shared_storage(url: str) -> optuna.storages.RDBStorage:
+    """Return one Optuna storage per URL for the test process.
+
+    A URL string given to `optuna.load_study` builds a new engine with its
+    own connection pool on every call, and a test that polls for a minute
+    would exhaust PostgreSQL's connection limit that way.
+    """
+    return optuna.storages.RDBStorage(url)
+
+
 def trials_by_state(url: str, name: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    study = optuna.load_study(study_name=name, storage=url)
+    study = optuna.load_study(study_name=name, storage=shared_storage(url))
     grouped: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False):
         grouped.setdefault(trial.state.name, []).append(trial)

@@ -22,11 +22,12 @@ from qsearch.search.results import counted_trials
 from qsearch.service import registry
 from qsearch.service.worker import WORKER_ATTR
 
-from .conftest import Processes, submit, trials_by_state, wait_for
+from .conftest import Processes, shared_storage, submit, trials_by_state, wait_for
 
-# A trial of the tiny CNN with 30 epochs takes roughly 2 s on one thread
-# of a 2-core machine: long enough to stop a worker in the middle of it.
-LONG_EPOCHS = 30
+# A trial of the tiny CNN with 60 epochs takes roughly 4 s on one thread
+# of a 2-core machine: long enough to stop a worker in the middle of it,
+# with about 3 s after its first progress write (one second into training).
+LONG_EPOCHS = 60
 
 
 def _retried_number(trial: FrozenTrial) -> int | None:
@@ -41,9 +42,9 @@ def _worker_pid(trial: FrozenTrial) -> int | None:
 
 
 def _running_trial(url: str, name: str, pid: int | None = None) -> FrozenTrial | None:
-    """A RUNNING trial of study `name` (of worker `pid`) that finished at least one epoch."""
+    """A RUNNING trial of study `name` (of worker `pid`) that has written its curve."""
     try:
-        study = optuna.load_study(study_name=name, storage=url)
+        study = optuna.load_study(study_name=name, storage=shared_storage(url))
     except KeyError:
         return None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -54,7 +55,7 @@ def _running_trial(url: str, name: str, pid: int | None = None) -> FrozenTrial |
 
 def _assert_exact_budget(url: str, name: str, n_trials: int) -> dict[str, list[FrozenTrial]]:
     trials = trials_by_state(url, name)
-    study = optuna.load_study(study_name=name, storage=url)
+    study = optuna.load_study(study_name=name, storage=shared_storage(url))
     assert counted_trials(study) == n_trials
     assert len(trials["COMPLETE"]) == n_trials
     assert "RUNNING" not in trials
@@ -176,7 +177,7 @@ def test_sigterm_stops_pool_cleanly(pg_url, processes: Processes):
     assert {tuple(sorted(t.params.items())) for t in trials["WAITING"]} == {
         tuple(sorted(t.params.items())) for t in interrupted
     }
-    study = optuna.load_study(study_name="term", storage=pg_url)
+    study = optuna.load_study(study_name="term", storage=shared_storage(pg_url))
     assert registry.get_study(pg_url, "term").claimed == counted_trials(study)
 
 
