@@ -245,7 +245,10 @@ def test_cli_missing_database_not_created(tmp_path, command):
     assert not (tmp_path / "typo.db").exists()
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:///file:m?mode=memory&uri=true"],
+)
 def test_cli_in_memory_storage_rejected(tmp_path, url):
     result = _run(["show", "x", "--storage", url], cwd=tmp_path)
 

@@ -112,9 +112,10 @@ def build() -> Path:
     """
     compiler = shlex.split(os.environ.get("CXX") or "c++")
     if not compiler or shutil.which(compiler[0]) is None:
+        program = compiler[0] if compiler else ""
         raise RuntimeError(
-            f"no C++ compiler: {os.environ.get('CXX') or 'c++'!r} is not on PATH; install "
-            "g++ or clang++, or set CXX to a C++17 compiler"
+            f"no C++ compiler: {program!r} is not on PATH; install g++ or clang++, or set "
+            "CXX to a C++17 compiler"
         )
     flags = _compile_flags()
     target = _library_path(compiler, flags)
@@ -181,7 +182,7 @@ def _load() -> bool:
         torch.ops.load_library(str(build()))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         # load_library names only the file; the loader's own message is the cause.
-        cause = f" ({error.__cause__})" if error.__cause__ else ""
+        cause = f" ({error.__cause__}); delete {cache_dir()} to rebuild" if error.__cause__ else ""
         _state["reason"] = f"{error}{cause}"
         log.warning(
             "fused quantizer kernels unavailable, using the slower PyTorch operators: %s "

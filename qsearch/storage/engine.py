@@ -36,11 +36,12 @@ def check_database_exists(url: str | None, *, allow_new: bool = False) -> None:
     """
     url = url or DEFAULT_STORAGE
     if _is_sqlite(url):
-        database = sqlalchemy.engine.make_url(url).database or ""
+        parsed = sqlalchemy.engine.make_url(url)
+        database = parsed.database or ""
         if database.startswith("file:"):
-            # A URI filename: file:PATH?options.
-            database = database[len("file:") :].split("?", 1)[0]
-        if database in ("", ":memory:"):
+            # A URI filename (file:PATH with uri=true); mode=memory keeps it in memory.
+            database = database[len("file:") :]
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
             raise ValueError(
                 f"storage {url} is an in-memory database, which holds no studies; give "
                 "the URL of the database file with --storage"
