@@ -254,7 +254,7 @@ def test_cli_in_memory_storage_rejected(tmp_path, url):
 
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"error: storage {url} is an in-memory database, which holds no studies; give the "
+        f"error: storage {url} is an in-memory database, which contains no studies; give the "
         "URL of the database file with --storage"
     )
 
@@ -269,7 +269,7 @@ def test_cli_show_leaves_foreign_database_alone(tmp_path):
 
     assert foreign.returncode == 2
     assert foreign.stderr.strip() == (
-        f"error: storage sqlite:///{other} holds no qsearch studies (it has no Optuna "
+        f"error: storage sqlite:///{other} contains no qsearch studies (it has no Optuna "
         "tables); give the URL of the database that holds the study with --storage"
     )
     assert other.read_bytes() == b""

@@ -19,7 +19,7 @@ While `torch.compile` or `torch.export` traces a model, the quantizers use
 the fallback too, since the kernels have no tracing rules.
 
 A library in the cache is loaded only if its SHA-256 matches the digest
-written beside it when it was built; a damaged or foreign file is rebuilt.
+written beside it when it was built. A damaged or foreign file is rebuilt.
 Deleting the cache folder forces a rebuild.
 
 Quant-Noise masks differ between the two paths: both are Bernoulli
@@ -62,7 +62,7 @@ def quantize_below(noise_prob: float) -> int:
 
 
 def cache_dir() -> Path:
-    """Return the folder that holds compiled kernels: $QSEARCH_KERNEL_DIR, else the user cache."""
+    """Return the folder of the compiled kernels: $QSEARCH_KERNEL_DIR, else the user cache."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -104,7 +104,7 @@ def _intact(library: Path) -> bool:
 
 
 def build() -> Path:
-    """Compile the kernels unless the cache holds them already; return the library's path.
+    """Compile the kernels unless the cache contains them already; return the library's path.
 
     Each process compiles into a temporary file and renames it into place,
     so workers that start together never wait on a lock that a killed

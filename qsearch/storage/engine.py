@@ -30,7 +30,7 @@ def check_database_exists(url: str | None, *, allow_new: bool = False) -> None:
     Opening a URL creates what is missing: an empty SQLite file, or
     Optuna's tables in someone else's database. Commands that only read or
     delete studies must not do that after a typo, so they call this first.
-    An in-memory SQLite database (ValueError) never holds studies. With
+    An in-memory SQLite database (ValueError) never contains studies. With
     `allow_new`, a missing SQLite file is accepted; otherwise it raises
     FileNotFoundError, and a database without Optuna's tables LookupError.
     """
@@ -43,7 +43,7 @@ def check_database_exists(url: str | None, *, allow_new: bool = False) -> None:
             database = database[len("file:") :]
         if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
             raise ValueError(
-                f"storage {url} is an in-memory database, which holds no studies; give "
+                f"storage {url} is an in-memory database, which contains no studies; give "
                 "the URL of the database file with --storage"
             )
         if not Path(database).exists():
@@ -63,7 +63,7 @@ def check_database_exists(url: str | None, *, allow_new: bool = False) -> None:
         engine.dispose()
     if not has_tables:
         raise LookupError(
-            f"storage {url} holds no qsearch studies (it has no Optuna tables); give the URL "
+            f"storage {url} contains no qsearch studies (it has no Optuna tables); give the URL "
             "of the database that holds the study with --storage"
         )
 
