@@ -16,18 +16,11 @@ import optuna
 import pytest
 import yaml
 
+from tests.tiny_spec import tiny_spec
+
 QSEARCH = [sys.executable, "-m", "qsearch.cli"]
 
-TINY_SPEC = {
-    "name": "cli_tiny",
-    "seed": 0,
-    "dataset": {"name": "digits"},
-    "model": {"name": "digits_cnn", "params": {"channels": [4, 8]}},
-    "search_space": {"bw_b": 8},
-    "sampler": {"name": "random"},
-    "training": {"epochs": 2, "batch_size": 128, "lr": 0.01},
-    "n_trials": 3,
-}
+TINY_SPEC = tiny_spec("cli_tiny", n_trials=3)
 
 
 def _write_spec(tmp_path: Path, **changes) -> Path:

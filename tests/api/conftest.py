@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_server import TOKEN, LiveServer, tiny_spec
+from live_server import TOKEN, LiveServer
 
 from qsearch.client import Client
+from tests.tiny_spec import tiny_spec
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import socket
@@ -11,7 +10,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,26 +19,6 @@ from qsearch.client import Client
 QSEARCH_SERVE = [sys.executable, "-m", "qsearch.cli", "serve"]
 TOKEN = "test-token-0123456789"
 STARTUP_TIMEOUT_S = 90.0
-
-# A small digits study: a few random trials of 2 epochs on a narrow CNN.
-TINY_SPEC: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "dataset": {"name": "digits"},
-    "model": {"name": "digits_cnn", "params": {"channels": [4, 8]}},
-    "search_space": {"bw_b": 8},
-    "sampler": {"name": "random"},
-    "training": {"epochs": 2, "batch_size": 128, "lr": 0.01},
-    "n_trials": 4,
-}
-
-
-def tiny_spec(name: str, **changes: Any) -> dict[str, Any]:
-    """Return the tiny spec under `name`, with top-level keys replaced by `changes`."""
-    spec = copy.deepcopy(TINY_SPEC)
-    spec["name"] = name
-    spec.update(changes)
-    return spec
 
 
 def free_port() -> int:

@@ -8,12 +8,13 @@ from typing import Any
 
 import optuna
 import pytest
-from live_server import LiveServer, tiny_spec
+from live_server import LiveServer
 
 from qsearch.client import Client
 from qsearch.search.results import study_result
 from qsearch.service import registry
 from qsearch.storage import open_optuna_storage
+from tests.tiny_spec import tiny_spec
 
 TRAINING = {"batch_size": 128, "lr": 0.01}
 

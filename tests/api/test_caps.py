@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from live_server import tiny_spec
 
 from api.caps import check_caps, max_epochs_of
 from api.config import Settings
 from qsearch.models import build_model
 from qsearch.search.spec import load_spec
+from tests.tiny_spec import tiny_spec
 
 
 def caps(tmp_path: Path, **changes: Any) -> list[tuple[str, str]]:

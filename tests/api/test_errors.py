@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import TOKEN, LiveServer, tiny_spec
+from live_server import TOKEN, LiveServer
 
 from qsearch.client import ApiError, Client
+from tests.tiny_spec import tiny_spec
 
 CAPS = {
     "QSEARCH_MAX_N_TRIALS": "50",

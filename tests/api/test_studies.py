@@ -9,11 +9,12 @@ from typing import Any
 import optuna
 import pytest
 import yaml
-from live_server import LiveServer, tiny_spec
+from live_server import LiveServer
 
 from qsearch.client import Client
 from qsearch.search.results import study_result
 from qsearch.storage import open_optuna_storage
+from tests.tiny_spec import tiny_spec
 
 
 def stored_result(server: LiveServer, name: str) -> Any:

@@ -5,17 +5,11 @@ from typing import Any
 
 import pytest
 
-BASE_SPEC: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "dataset": {"name": "digits"},
-    "model": {"name": "digits_cnn", "params": {"channels": [4, 8]}},
-    "search_space": {"bw_b": 8, "noise_prob": 1.0},
-    "objectives": ["accuracy", "weight_memory"],
-    "sampler": {"name": "random"},
-    "training": {"epochs": 2, "batch_size": 128, "lr": 0.01},
-    "n_trials": 4,
-}
+from tests.tiny_spec import tiny_spec
+
+BASE_SPEC = tiny_spec(
+    search_space={"bw_b": 8, "noise_prob": 1.0}, objectives=["accuracy", "weight_memory"]
+)
 
 
 @pytest.fixture

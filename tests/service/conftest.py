@@ -27,6 +27,7 @@ import pytest
 
 from qsearch.search.spec import load_spec
 from qsearch.service import registry
+from tests.tiny_spec import tiny_spec
 
 POSTGRES_ADMIN = os.environ.get(
     "QSEARCH_TEST_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -42,16 +43,7 @@ WORKER_ENV = {
     "OMP_NUM_THREADS": "1",
 }
 
-TINY_SPEC: dict[str, Any] = {
-    "name": "tiny",
-    "seed": 0,
-    "dataset": {"name": "digits"},
-    "model": {"name": "digits_cnn", "params": {"channels": [4, 8]}},
-    "search_space": {"bw_b": 8},
-    "sampler": {"name": "random"},
-    "training": {"epochs": 2, "batch_size": 128, "lr": 0.01},
-    "n_trials": 8,
-}
+TINY_SPEC = tiny_spec(n_trials=8)
 
 
 def _load_root_conftest() -> Any:
