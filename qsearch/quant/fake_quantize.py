@@ -9,7 +9,7 @@ from torch import nn
 
 from qsearch.quant import fused
 from qsearch.quant.quantizers import PowerOf2Quantization, SymmetricQuantization
-from qsearch.quant.ste import fake_quantize_ste
+from qsearch.quant.ste import quantize_straight_through
 
 WEIGHT_SCALE_MODES = ("fixed", "pow2")
 
@@ -24,27 +24,6 @@ def check_noise_prob(noise_prob: object, name: str = "noise_prob") -> float:
     if not math.isfinite(noise_prob) or not 0.0 <= noise_prob <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], but got {noise_prob}.")
     return float(noise_prob)
-
-
-def draw_keep_mask(like: torch.Tensor, noise_prob: float) -> torch.Tensor:
-    """Draw the Quant-Noise mask for `like`: float32 1.0 with probability 1 - noise_prob, else 0.0.
-
-    An element where the mask is 1.0 stays unquantized. On the CPU, one
-    int64 from `random_` over the full range costs about as much as one
-    `rand_like` float (3.3 ns against 2.8 ns, PyTorch 2.13 on 2-core x86), so
-    each int64 gives two int32 draws. A draw is quantized when it lies
-    below the threshold, with probability round(noise_prob * 2**32) / 2**32,
-    a finer grid than the 2**-24 steps of `rand_like`. Both use the default
-    generator, so `torch.manual_seed` makes the masks reproducible.
-    """
-    if like.device.type != "cpu":
-        return torch.rand_like(like, dtype=torch.float32).ge_(noise_prob)
-
-    count = like.numel()
-    bits = torch.empty((count + 1) // 2, dtype=torch.int64).random_(-(2**63), None)
-    threshold = min(round(noise_prob * 2**32), 2**32 - 1) - 2**31
-    keep = bits.view(torch.int32)[:count].ge_(threshold)  # int32 0 or 1
-    return keep.to(torch.float32).view(like.shape)
 
 
 class FakeQuantize(nn.Module):
@@ -97,25 +76,24 @@ class FakeQuantize(nn.Module):
     def bits(self) -> int:
         return self.quantization.bits
 
+    @property
+    def active_noise_prob(self) -> float:
+        """Return the share of elements quantized now: `noise_prob` in training, else 1."""
+        return self.noise_prob if self.training else 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        noise_prob = self.noise_prob if self.training else 1.0
+        noise_prob = self.active_noise_prob
         if noise_prob == 0.0:
             return x
         if self.weight_scale == "fixed":
-            return self._fake_quantize(x, noise_prob)
+            return quantize_straight_through(x, self.quantization, noise_prob)
         scale = self._update_scale(x)
-        return self._fake_quantize(x / scale, noise_prob) * scale
-
-    def _fake_quantize(self, x: torch.Tensor, noise_prob: float) -> torch.Tensor:
-        if fused.applies_to(x):
-            return fused.fake_quantize(x, self.quantization, noise_prob)
-        keep = draw_keep_mask(x, noise_prob) if noise_prob < 1.0 else None
-        return fake_quantize_ste(x, self.quantization.quantize, keep)
+        return quantize_straight_through(x / scale, self.quantization, noise_prob) * scale
 
     def quantize_folded(
         self,
         weight: torch.Tensor,
-        gamma: torch.Tensor | None,
+        gamma: torch.Tensor,
         running_var: torch.Tensor | None,
         eps: float,
     ) -> torch.Tensor | None:
@@ -126,8 +104,8 @@ class FakeQuantize(nn.Module):
         CPU, kernels unavailable, no running variance, or nothing to
         quantize) and the caller computes it with PyTorch operators.
         """
-        noise_prob = self.noise_prob if self.training else 1.0
-        if gamma is None or running_var is None or noise_prob == 0.0:
+        noise_prob = self.active_noise_prob
+        if running_var is None or noise_prob == 0.0:
             return None
         if not fused.applies_to(weight):
             return None

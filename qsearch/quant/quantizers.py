@@ -13,8 +13,7 @@ import math
 import torch
 from torch import nn
 
-from qsearch.quant import fused
-from qsearch.quant.ste import fake_quantize_ste
+from qsearch.quant.ste import quantize_straight_through
 
 SYMMETRIC_MIN_BITS = 2
 SYMMETRIC_MAX_BITS = 32
@@ -65,17 +64,18 @@ class SymmetricQuantization(nn.Module):
         self.scale = 2.0 ** -(self.bits - 1)
         self.quant_min = -(2 ** (self.bits - 1))
         self.quant_max = 2 ** (self.bits - 1) - 1
-        # (bits, power_of_2, round_exponent): this quantizer as the fused kernels take it.
-        self.kernel_grid = (self.bits, False, False)
+
+    @property
+    def kernel_grid(self) -> tuple[int, bool, bool]:
+        """Return (bits, power_of_2, round_exponent): the quantizer as the fused kernels take it."""
+        return self.bits, False, False
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         code = torch.round(x * (1.0 / self.scale)).clamp_(self.quant_min, self.quant_max)
         return code.mul_(self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fused.applies_to(x):
-            return fused.fake_quantize(x, self)
-        return fake_quantize_ste(x, self.quantize)
+        return quantize_straight_through(x, self)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -119,7 +119,11 @@ class PowerOf2Quantization(nn.Module):
         self.threshold = 2.0 ** -(2**self.bits - 1)
         self.min_exponent = -(2 ** (self.bits - 1)) + 1
         self.max_exponent = -1
-        self.kernel_grid = (self.bits, True, rounding == "round")
+
+    @property
+    def kernel_grid(self) -> tuple[int, bool, bool]:
+        """Return (bits, power_of_2, round_exponent): the quantizer as the fused kernels take it."""
+        return self.bits, True, self.rounding == "round"
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         magnitude = x.abs()
@@ -139,9 +143,7 @@ class PowerOf2Quantization(nn.Module):
         return out.masked_fill_(magnitude < self.threshold, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if fused.applies_to(x):
-            return fused.fake_quantize(x, self)
-        return fake_quantize_ste(x, self.quantize)
+        return quantize_straight_through(x, self)
 
     def extra_repr(self) -> str:
         suffix = "" if self.rounding == "ceil" else f", rounding={self.rounding!r}"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from qsearch.quant import FakeQuantize, PowerOf2Quantization, SymmetricQuantization
-from qsearch.quant.fake_quantize import draw_keep_mask
+from qsearch.quant.ste import draw_keep_mask
 
 
 def make_fake_quant(
