@@ -170,16 +170,17 @@ class Objective:
         started = time.perf_counter()
         curve: list[float] = []
         losses: list[float] = []
-        synced_at = time.monotonic()
+        synced = {"at": time.monotonic(), "epochs": 0}
+
+        def write_curve() -> None:
+            trial.set_user_attr(CURVE_ATTR, curve)
+            synced.update(at=time.monotonic(), epochs=len(curve))
 
         def on_epoch(result: Any) -> None:
-            nonlocal synced_at
             curve.append(result.val_accuracy)
             losses.append(result.train_loss)
-            now = time.monotonic()
-            if now - synced_at >= PROGRESS_INTERVAL_S:
-                trial.set_user_attr(CURVE_ATTR, curve)
-                synced_at = now
+            if time.monotonic() - synced["at"] >= PROGRESS_INTERVAL_S:
+                write_curve()
                 if self.should_stop is not None and self.should_stop():
                     raise TrialStopped("the study was cancelled")
             if self.single_objective:
@@ -190,17 +191,27 @@ class Objective:
                         f"{result.epoch} is below the pruner's threshold"
                     )
 
-        train(
-            model,
-            self.splits.x_train,
-            self.splits.y_train,
-            self.splits.x_val,
-            self.splits.y_val,
-            config,
-            seed=seed,
-            on_epoch=on_epoch,
-            interrupt=self.interrupt,
-        )
+        try:
+            train(
+                model,
+                self.splits.x_train,
+                self.splits.y_train,
+                self.splits.x_val,
+                self.splits.y_val,
+                config,
+                seed=seed,
+                on_epoch=on_epoch,
+                interrupt=self.interrupt,
+            )
+        except BaseException:
+            # A trial that fails, is pruned or stops keeps the curve it reached.
+            if synced["epochs"] < len(curve):
+                try:
+                    write_curve()
+                except Exception as error:
+                    # The training failure is the one to report.
+                    logger.warning("trial %d: saving its curve failed: %s", trial.number, error)
+            raise
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["val_accuracy"] = curve[-1]
         if self.splits.x_test is not None and self.splits.y_test is not None:

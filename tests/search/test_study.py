@@ -189,6 +189,33 @@ def test_run_study_nan_loss_fails_trial(spec, storage):
     assert trial.values is None
 
 
+class _LateNaNModel(_NaNModel):
+    # Finite for the first two epochs of the tiny spec (10 batches each), NaN after.
+    def __init__(self, input_shape, num_classes):
+        super().__init__(input_shape, num_classes)
+        self.training_calls = 0
+
+    def forward(self, x):
+        if self.training:
+            self.training_calls += 1
+        out = self.linear(x.flatten(1))
+        return out * float("nan") if self.training_calls > 20 else out
+
+
+def test_run_study_failed_trial_keeps_curve(spec, storage):
+    spec["n_trials"] = 1
+    spec["training"]["epochs"] = 4
+    result = run_study(
+        spec,
+        storage=storage,
+        model_factory=lambda shape, classes, qconfig: _LateNaNModel(shape, classes),
+    )
+
+    trial = result.trials[0]
+    assert trial.fail_reason == "training loss became nan in epoch 3"
+    assert len(trial.curve) == 2
+
+
 def test_run_study_user_dataset_and_model(spec, storage):
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(200, 6, generator=generator) * 2 - 1
