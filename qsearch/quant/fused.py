@@ -106,9 +106,9 @@ def _intact(library: Path) -> bool:
 def build() -> Path:
     """Compile the kernels unless the cache contains them already; return the library's path.
 
-    Each process compiles into a temporary file and renames it into place,
-    so workers that start together never wait on a lock that a killed
-    process left behind; at worst two of them compile the same file.
+    Each process compiles into a temporary file and renames it into place.
+    So workers that start together never wait on a lock that a killed
+    process left behind, and at worst two of them compile the same file.
     """
     compiler = shlex.split(os.environ.get("CXX") or "c++")
     if not compiler or shutil.which(compiler[0]) is None:

@@ -199,7 +199,7 @@ def test_conv_bn_keeps_eps_and_momentum():
     assert qat.bn.momentum == 0.05
 
 
-def test_batch_norm_without_affine_parameters_folds():
+def test_affine_free_batch_norm_folds():
     qconfig = get_qat_qconfig({"bw_w": 6, "bw_f": 8})
     torch.manual_seed(0)
     layer = ConvBnReLU1d(4, 8, 3, affine=False, qconfig=qconfig)
@@ -225,7 +225,7 @@ def test_convert_keeps_batch_norm_affine_setting():
     assert not layer.bn.affine
 
 
-def test_convert_rejects_batch_norm_without_running_statistics():
+def test_convert_rejects_untracked_batch_norm():
     model = nn.Sequential(nn.Conv1d(4, 8, 3), nn.BatchNorm1d(8, track_running_stats=False))
     qconfig = get_qat_qconfig({"bw_w": 6, "bw_f": 8})
 

@@ -77,7 +77,7 @@ QUANTIZERS = [SymmetricQuantization(bits) for bits in (2, 3, 4, 5, 8, 12, 16, 24
 
 
 @pytest.mark.parametrize("quantization", QUANTIZERS, ids=repr)
-def test_values_equal_the_torch_operators(quantization):
+def test_values_equal_torch_operators(quantization):
     x = _awkward_values()
 
     got = fused.fake_quantize(x, quantization)
@@ -87,7 +87,7 @@ def test_values_equal_the_torch_operators(quantization):
     )
 
 
-def test_literal_examples_through_the_kernels():
+def test_kernels_literal_examples():
     def run(quantization, values):
         return fused.fake_quantize(torch.tensor(values), quantization).tolist()
 
@@ -112,7 +112,7 @@ def test_clipped_straight_through_gradient(quantization):
     assert x.grad.tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
 
 
-def test_noise_quantizes_the_requested_share_with_independent_decisions():
+def test_noise_share_and_independence():
     torch.manual_seed(0)
     # Values off the 8-bit grid, so an element is unquantized exactly when it is unchanged.
     x = torch.full((1_000_000,), 0.3)
@@ -125,7 +125,7 @@ def test_noise_quantizes_the_requested_share_with_independent_decisions():
     assert abs(neighbours.item()) < 0.005
 
 
-def test_noise_masks_are_fresh_per_call_and_follow_the_manual_seed():
+def test_noise_masks_fresh_and_seeded():
     x = torch.full((10_000,), 0.3)
     quantization = SymmetricQuantization(8)
 
@@ -139,7 +139,7 @@ def test_noise_masks_are_fresh_per_call_and_follow_the_manual_seed():
     assert not torch.equal(first, second)
 
 
-def test_noise_gradient_passes_where_elements_stay_unquantized():
+def test_noise_gradient_where_unquantized():
     torch.manual_seed(1)
     # Every value lies outside [-1, 1], so only unquantized elements pass a gradient.
     x = torch.linspace(1.5, 3.0, 50_000).requires_grad_()
@@ -152,7 +152,7 @@ def test_noise_gradient_passes_where_elements_stay_unquantized():
     assert torch.equal(x.grad, torch.where(unquantized, 2.0, 0.0))
 
 
-def test_threads_split_the_work_without_changing_values_or_decisions():
+def test_threads_keep_values_and_masks():
     x = torch.rand(300_000) * 3 - 1.5
     quantization = SymmetricQuantization(5)
     threads = torch.get_num_threads()
@@ -172,7 +172,7 @@ def test_threads_split_the_work_without_changing_values_or_decisions():
     assert torch.equal(results[0][1], results[1][1])
 
 
-def test_noise_prob_one_and_eval_quantize_everything():
+def test_full_quantization_prob_one_and_eval():
     quantize = FakeQuantize(SymmetricQuantization(8), noise_prob=0.8).eval()
     x = torch.full((10_000,), 0.3)
 
@@ -205,7 +205,7 @@ FOLD_QCONFIGS = [
 
 
 @pytest.mark.parametrize("config", FOLD_QCONFIGS, ids=str)
-def test_fold_weight_equals_the_torch_operators(config, torch_path):
+def test_fold_weight_equals_torch_operators(config, torch_path):
     weight, gamma, running_var = _fold_inputs(0)
     upstream = torch.randn(weight.shape, generator=torch.Generator().manual_seed(9))
     quantizer = get_qat_qconfig(config).weight()
@@ -228,7 +228,7 @@ def test_fold_weight_equals_the_torch_operators(config, torch_path):
         assert torch.equal(fused_scale, quantizer.scale)
 
 
-def test_fold_weight_noise_passes_gradient_where_weights_stay_unquantized():
+def test_fold_weight_noise_gradient():
     torch.manual_seed(2)
     weight, gamma, running_var = _fold_inputs(1)
     weight = (weight * 20).requires_grad_()  # most |W * f| above 1
@@ -244,7 +244,7 @@ def test_fold_weight_noise_passes_gradient_where_weights_stay_unquantized():
     assert torch.equal(weight.grad, (unquantized | inside).float())
 
 
-def test_conv_bn_training_step_matches_the_torch_path(torch_path):
+def test_conv_bn_step_matches_torch_path(torch_path):
     qconfig = get_qat_qconfig({"bw_w": 6, "bw_f": 8, "bw_b": 8})
     torch.manual_seed(4)
     fused_layer = ConvBnReLU1d(16, 24, 9, padding=4, qconfig=qconfig)
@@ -266,7 +266,7 @@ def test_conv_bn_training_step_matches_the_torch_path(torch_path):
         torch.testing.assert_close(parameter.grad, other.grad, rtol=1e-4, atol=1e-4, msg=name)
 
 
-def test_compile_traces_the_torch_operators():
+def test_compile_traces_torch_operators():
     quantizer = FakeQuantize(SymmetricQuantization(5), noise_prob=1.0)
     x = torch.linspace(-1.5, 1.5, 101)
 
@@ -275,7 +275,7 @@ def test_compile_traces_the_torch_operators():
     assert torch.equal(compiled(x), quantizer(x))
 
 
-def test_channels_last_layout_is_kept():
+def test_channels_last_layout_kept():
     x = torch.rand(2, 3, 4, 5).to(memory_format=torch.channels_last).requires_grad_()
 
     out = fused.fake_quantize(x, SymmetricQuantization(4), 0.5)
@@ -285,7 +285,7 @@ def test_channels_last_layout_is_kept():
     assert torch.equal(x.grad[out.detach() == x.detach()], torch.ones(int((out == x).sum())))
 
 
-def test_fold_scale_ignores_nan_like_torch(torch_path):
+def test_fold_scale_nan_like_torch(torch_path):
     weight, gamma, running_var = _fold_inputs(2)
     weight[3, 2, 1] = math.nan
     fused_quantizer = get_qat_qconfig({"bw_w": 4, "bw_f": 8, "weight_scale": "pow2"}).weight()
@@ -298,7 +298,7 @@ def test_fold_scale_ignores_nan_like_torch(torch_path):
     assert fused_quantizer.scale.item() == torch_quantizer.scale.item() == 1.0
 
 
-def test_kernels_reject_what_they_do_not_support():
+def test_kernels_reject_unsupported_input():
     with pytest.raises(RuntimeError, match="float32"):
         torch.ops.qsearch.fake_quantize(torch.zeros(3, dtype=torch.float64), 8, False, False, 0, 0)
     with pytest.raises(RuntimeError, match=r"power-of-2 bits must be in 2\.\.8, got 9"):
@@ -330,7 +330,7 @@ print(fused.unavailable_reason())
 """
 
 
-def test_without_a_compiler_the_torch_operators_take_over(tmp_path):
+def test_missing_compiler_falls_back(tmp_path):
     result = _python(
         FALLBACK_CHECK, {"CXX": "no-such-compiler", fused.CACHE_ENV: str(tmp_path / "kernels")}
     )
@@ -347,7 +347,7 @@ def test_without_a_compiler_the_torch_operators_take_over(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["0", "off", "False"])
-def test_the_switch_turns_the_kernels_off(value):
+def test_kernels_switch_off(value):
     result = _python(FALLBACK_CHECK, {fused.DISABLE_ENV: value})
 
     assert result.returncode == 0, result.stderr
@@ -358,7 +358,7 @@ def test_the_switch_turns_the_kernels_off(value):
     assert result.stderr == ""
 
 
-def test_a_damaged_library_fails_its_digest(tmp_path):
+def test_library_digest_detects_damage(tmp_path):
     library = tmp_path / "fake_quantize-0123456789abcdef.so"
     library.write_bytes(b"\x7fELF and then nothing")
     library.with_suffix(".sha256").write_text(fused._digest(library))
@@ -370,7 +370,7 @@ def test_a_damaged_library_fails_its_digest(tmp_path):
     assert not fused._intact(tmp_path / "missing.so")
 
 
-def test_processes_building_at_once_share_one_library(tmp_path):
+def test_concurrent_builds_share_library(tmp_path):
     # Two processes compile into the same empty cache folder together: both
     # load the kernels and the folder ends with one library and no leftovers.
     env = {**os.environ, fused.CACHE_ENV: str(tmp_path)}

@@ -136,7 +136,7 @@ def test_dockerfile_installs_cpu_torch_and_copies_existing_files():
         assert f"!{source.rstrip('/')}" in ignore or f"!{source}/" in ignore, source
 
 
-def test_dockerfile_builds_the_fused_kernels_as_the_runtime_user():
+def test_dockerfile_builds_kernels_as_user():
     text = DOCKERFILE.read_text()
     lines = [line.strip() for line in text.splitlines()]
 

@@ -25,8 +25,8 @@ from qsearch.service.worker import WORKER_ATTR
 from .conftest import Processes, shared_storage, submit, trials_by_state, wait_for
 
 # A trial of the tiny CNN with 60 epochs takes roughly 4 s on one thread
-# of a 2-core machine: long enough to stop a worker in the middle of it,
-# with about 3 s after its first progress write (one second into training).
+# of a 2-core machine, long enough to stop a worker in the middle of it.
+# Its first progress write comes one second in, which leaves about 3 s.
 LONG_EPOCHS = 60
 
 
