@@ -231,3 +231,13 @@ def test_convert_rejects_untracked_batch_norm():
 
     with pytest.raises(ValueError, match="track_running_stats=False"):
         convert_to_qat(model, qconfig)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_untracked_batch_norm_error(training):
+    layer = ConvBnReLU1d(4, 8, 3, qconfig=get_qat_qconfig({"bw_w": 6, "bw_f": 8}))
+    layer.bn = nn.BatchNorm1d(8, track_running_stats=False)
+    layer.train(training)
+
+    with pytest.raises(ValueError, match="track_running_stats=False; keep running statistics"):
+        layer(torch.rand(2, 4, 10))
